@@ -1,0 +1,22 @@
+"""What the app factory builds once per process and routes reach through `request.app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from polymodal.cache.base import Cache
+from polymodal.observability.metrics import HttpMetrics
+from polymodal.settings import Settings
+from polymodal.tenancy.auth import KeyAuthenticator
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    cache: Cache
+    authenticator: KeyAuthenticator
+    metrics: HttpMetrics

@@ -1,0 +1,66 @@
+"""The app factory: the one composition root. Everything the process shares is built
+here from one `Settings` and handed down; nothing below reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from polymodal import __version__
+from polymodal.api import health
+from polymodal.api.errors import install_error_handlers
+from polymodal.api.middleware import RequestContextMiddleware
+from polymodal.api.state import AppState
+from polymodal.api.v1 import me
+from polymodal.cache import open_cache
+from polymodal.db.engine import create_engine, session_factory
+from polymodal.observability.logging import configure_logging, get_logger
+from polymodal.observability.metrics import HttpMetrics
+from polymodal.settings import Settings, load_settings
+from polymodal.tenancy.auth import KeyAuthenticator
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    metrics = HttpMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        sessions = session_factory(engine)
+        cache = open_cache(settings)
+        app.state.polymodal = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            cache=cache,
+            authenticator=KeyAuthenticator(sessions, cache_ttl_s=settings.auth_cache_ttl_s),
+            metrics=metrics,
+        )
+        get_logger("polymodal").info("started", version=__version__, **settings.profile())
+        try:
+            yield
+        finally:
+            await cache.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="polymodal",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        access_log=settings.access_log,
+    )
+    app.include_router(health.router)
+    app.include_router(me.router)
+    return app

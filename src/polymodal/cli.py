@@ -1,0 +1,271 @@
+"""`polymodal` command line: serve, migrate, admin, doctor."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from polymodal.db import migrate as migrations
+from polymodal.db.engine import create_engine, session_factory
+from polymodal.domain.errors import PolymodalError
+from polymodal.settings import Settings, SettingsError, load_settings, settings_markdown
+from polymodal.tenancy import admin as admin_service
+
+T = TypeVar("T")
+CLI_ACTOR = "cli"
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+admin_app = typer.Typer(no_args_is_help=True, help="Tenants, users and API keys.")
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants.")
+user_app = typer.Typer(no_args_is_help=True, help="Users and their roles.")
+key_app = typer.Typer(no_args_is_help=True, help="API keys.")
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(tenant_app, name="tenant")
+admin_app.add_typer(user_app, name="user")
+admin_app.add_typer(key_app, name="key")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"polymodal: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as e:
+        _fail(f"cannot start: {e}", 2)
+
+
+async def _database_error(engine: AsyncEngine) -> str | None:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as e:  # reported, not raised: the caller decides what it means
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return f"{type(e).__name__}: {reason[:200]}"
+    return None
+
+
+def _run(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """Run one admin action against the configured database, with clean errors."""
+
+    async def main() -> T:
+        engine = create_engine(settings)
+        try:
+            error = await _database_error(engine)
+            if error:
+                _fail(f"POLYMODAL_DATABASE_URL: database unreachable ({error})", 2)
+            return await work(session_factory(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except PolymodalError as e:
+        _fail(f"error: {e.message}")
+
+
+# --- serve and migrate -------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Serve the HTTP API (uvicorn with uvloop and httptools)."""
+    import uvicorn
+
+    settings = _settings()
+
+    async def preflight() -> str | None:
+        engine = create_engine(settings)
+        try:
+            if error := await _database_error(engine):
+                return f"POLYMODAL_DATABASE_URL: database unreachable ({error})"
+            current = await migrations.current_revision(engine)
+            if current != migrations.head_revision():
+                return "the database schema is not up to date; run `polymodal migrate`"
+            return None
+        finally:
+            await engine.dispose()
+
+    if problem := asyncio.run(preflight()):
+        _fail(f"cannot start: {problem}", 2)
+    uvicorn.run(
+        "polymodal.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    downgrade: Annotated[
+        str | None, typer.Option(help="Downgrade to this revision instead (e.g. base).")
+    ] = None,
+) -> None:
+    """Apply database migrations (Alembic)."""
+    settings = _settings()
+
+    async def work(_: async_sessionmaker[AsyncSession]) -> str | None:
+        engine = create_engine(settings)
+        try:
+            if downgrade:
+                await migrations.downgrade(engine, downgrade)
+            else:
+                await migrations.upgrade(engine, revision)
+            return await migrations.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    current = _run(settings, work)
+    typer.echo(f"database at revision {current or 'base'}")
+
+
+# --- admin -------------------------------------------------------------------------------
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: str, plan: Annotated[str, typer.Option(help="free, pro or enterprise.")] = "free"
+) -> None:
+    """Create a tenant."""
+    tenant = _run(
+        _settings(),
+        lambda s: admin_service.create_tenant(s, name=name, plan=plan, actor=CLI_ACTOR),
+    )
+    typer.echo(f"{tenant.id}\t{tenant.name}\t{tenant.plan}")
+
+
+@tenant_app.command("list")
+def tenant_list() -> None:
+    """List tenants."""
+    for t in _run(_settings(), admin_service.list_tenants):
+        typer.echo(f"{t.id}\t{t.name}\t{t.plan}\t{t.status}")
+
+
+@user_app.command("create")
+def user_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name or id.")],
+    email: Annotated[str, typer.Option(help="The user's email.")],
+    role: Annotated[str, typer.Option(help="owner, admin, developer, member or viewer.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+) -> None:
+    """Add a user to a tenant with a role."""
+    user_id = _run(
+        _settings(),
+        lambda s: admin_service.add_user(
+            s, tenant=tenant, email=email, role=role, actor=CLI_ACTOR, display_name=name
+        ),
+    )
+    typer.echo(f"{user_id}\t{email.lower()}\t{role}")
+
+
+@key_app.command("create")
+def key_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name or id.")],
+    email: Annotated[str, typer.Option(help="The member the key acts as.")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
+    scope: Annotated[list[str] | None, typer.Option(help="Scope (repeatable).")] = None,
+    expires_days: Annotated[float | None, typer.Option(help="Expire after this many days.")] = None,
+) -> None:
+    """Create an API key. Its secret is printed once and never stored."""
+    expires = None if expires_days is None else timedelta(days=expires_days)
+    issued = _run(
+        _settings(),
+        lambda s: admin_service.issue_key(
+            s,
+            tenant=tenant,
+            email=email,
+            actor=CLI_ACTOR,
+            name=name,
+            scopes=scope,
+            expires_in=expires,
+        ),
+    )
+    typer.echo(f"key id: {issued.id}", err=True)
+    typer.echo("the secret below is shown once; store it now:", err=True)
+    typer.echo(issued.secret)
+
+
+@key_app.command("revoke")
+def key_revoke(
+    key_id: uuid.UUID,
+    tenant: Annotated[str, typer.Option(help="Tenant name or id.")],
+) -> None:
+    """Revoke an API key."""
+    _run(
+        _settings(),
+        lambda s: admin_service.revoke_key(s, tenant=tenant, key_id=key_id, actor=CLI_ACTOR),
+    )
+    typer.echo(f"revoked {key_id}")
+
+
+@key_app.command("list")
+def key_list(tenant: Annotated[str, typer.Option(help="Tenant name or id.")]) -> None:
+    """List a tenant's keys (never their secrets)."""
+    for k in _run(_settings(), lambda s: admin_service.list_keys(s, tenant=tenant)):
+        state = "revoked" if k.revoked_at else "active"
+        expires = k.expires_at.isoformat() if k.expires_at else "never"
+        typer.echo(f"{k.id}\tpm_{k.prefix}_…\t{k.name}\t{state}\texpires {expires}")
+
+
+@admin_app.command("bootstrap")
+def bootstrap() -> None:
+    """First run: create the `demo` tenant and an owner key when no tenant exists."""
+    settings = _settings()
+    key_file = settings.data_dir / "demo-key.txt"
+    issued = _run(settings, lambda s: admin_service.bootstrap_demo(s, key_file=key_file))
+    if issued is None:
+        hint = f" (demo key in {key_file})" if key_file.exists() else ""
+        typer.echo(f"tenants exist; nothing to bootstrap{hint}")
+        return
+    typer.echo(f"created tenant 'demo' with owner key (saved to {key_file}, mode 600):")
+    typer.echo(issued.secret)
+
+
+# --- doctor and docs -----------------------------------------------------------------------
+
+
+@app.command()
+def doctor() -> None:
+    """Show the active profile and check that each part is reachable."""
+    from polymodal.doctor import run_checks
+
+    settings = _settings()
+    results = asyncio.run(run_checks(settings))
+    failed = False
+    for check in results:
+        mark = {"ok": "ok  ", "fail": "FAIL", "skip": "--  "}[check.status]
+        typer.echo(f"[{mark}] {check.concern:<9} {check.backend:<22} {check.detail}")
+        failed = failed or check.status == "fail"
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("config-docs")
+def config_docs() -> None:
+    """Print the configuration reference (Markdown) generated from the Settings model."""
+    sys.stdout.write(settings_markdown())
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

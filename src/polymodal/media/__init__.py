@@ -1,0 +1,1 @@
+"""polymodal.media (later issues)."""

@@ -1,0 +1,1 @@
+"""polymodal.pipelines (later issues)."""

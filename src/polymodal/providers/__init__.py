@@ -1,0 +1,1 @@
+"""One module per wire protocol; each translates to and from the domain types."""

@@ -1,0 +1,1 @@
+"""polymodal.rag (later issues)."""

@@ -1,0 +1,309 @@
+"""The one typed settings object, validated at start-up.
+
+Sources, strongest first: keyword arguments, ``POLYMODAL_*`` environment variables, the
+YAML file named by ``POLYMODAL_CONFIG`` (default ``./polymodal.yaml``, optional), then the
+defaults below. Every timeout, TTL and threshold of the product is a field here, with its
+default and the reason for it in the field's description; the README's configuration
+reference is generated from these descriptions (``polymodal config-docs``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "POLYMODAL_"
+CONFIG_ENV = "POLYMODAL_CONFIG"
+DEFAULT_CONFIG_FILE = "polymodal.yaml"
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev-secret"})
+_DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Environment variables with our prefix that are not settings: the config-file pointer
+# and the test suite's own service URLs.
+_NON_SETTING_ENV = (CONFIG_ENV, "POLYMODAL_TEST_")
+
+
+class SettingsError(Exception):
+    """A setting is wrong; the message is one line that names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    environment: Literal["development", "test", "production"] = Field(
+        default="development",
+        description="`development` allows placeholder secrets; `production` refuses them.",
+    )
+    secret_key: SecretStr = Field(
+        default=SecretStr("change-me"),
+        description="Server secret (signing, key derivation). Must be a real secret "
+        "(32+ characters) outside development.",
+    )
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description="Folder for the embedded profile's files (SQLite database, demo key, "
+        "local vectors and objects).",
+    )
+
+    # --- HTTP server -------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address `polymodal serve` binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `polymodal serve` binds.")
+    workers: int = Field(default=1, ge=1, le=64, description="Uvicorn worker processes.")
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted; larger bodies get 413.",
+    )
+
+    # --- metadata database ----------------------------------------------------------
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./data/polymodal.db",
+        description="SQLAlchemy URL: `sqlite+aiosqlite:///path` (embedded) or "
+        "`postgresql+asyncpg://user@host/db` (production).",
+    )
+    database_schema: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema to use (search_path); unset uses the server default.",
+    )
+    database_pool_size: int = Field(
+        default=10, ge=1, description="Connections kept per process (PostgreSQL)."
+    )
+    database_connect_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Give up connecting to the database after this long.",
+    )
+
+    # --- cache, limits, pub/sub -------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for shared cache, limits and breaker state; unset keeps "
+        "them in-process (one process only).",
+    )
+    redis_key_prefix: str = Field(
+        default="polymodal:",
+        min_length=1,
+        description="Prefix of every Redis key polymodal writes, so deployments can share a Redis.",
+    )
+    redis_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Socket timeout for Redis calls; a slow Redis degrades, never hangs.",
+    )
+    memory_cache_max_entries: int = Field(
+        default=100_000,
+        ge=1,
+        description="Entries the in-process cache keeps before evicting the least recently used.",
+    )
+
+    # --- vectors and objects (used from the RAG and media issues on) -------------------
+    qdrant_url: str | None = Field(
+        default=None,
+        description="Qdrant server URL; unset uses Qdrant local mode in `<data_dir>/qdrant`.",
+    )
+    storage_url: str = Field(
+        default="file://./data/objects",
+        description="Object store: `file://folder` (embedded) or `s3://bucket/prefix`.",
+    )
+
+    # --- authentication -----------------------------------------------------------------
+    auth_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a resolved API key is cached per process. A revoked key "
+        "stops working within this bound.",
+    )
+
+    # --- health -------------------------------------------------------------------------
+    readiness_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Each `/readyz` dependency check fails after this long.",
+    )
+
+    # --- logging ------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Minimum log level."
+    )
+    log_json: bool = Field(
+        default=True,
+        description="JSON log lines (true) or human-readable console lines (false).",
+    )
+    access_log: bool = Field(
+        default=True,
+        description="One log line per request (method, route, status, duration; never "
+        "bodies or keys).",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme not in _DATABASE_SCHEMES or not rest:
+            raise ValueError(f"must start with one of {', '.join(_DATABASE_SCHEMES)}://")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme not in _REDIS_SCHEMES or not rest:
+            raise ValueError(f"must start with one of {', '.join(_REDIS_SCHEMES)}://")
+        return v
+
+    @field_validator("qdrant_url")
+    @classmethod
+    def _qdrant_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("http://", "https://")) or len(v) < 10:
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, v: str) -> str:
+        if not v.startswith(("file://", "s3://")) or len(v) < 8:
+            raise ValueError("must be a file:// or s3:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_outside_development(self) -> Settings:
+        if self.environment != "development":
+            secret = self.secret_key.get_secret_value()
+            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
+                raise ValueError(
+                    "secret_key is a placeholder or shorter than 32 characters; set "
+                    "POLYMODAL_SECRET_KEY to a real secret outside development"
+                )
+        return self
+
+    # --- derived --------------------------------------------------------------------------
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def profile(self) -> dict[str, str]:
+        """What each concern runs on, for `polymodal doctor` and the start-up log."""
+        return {
+            "database": "sqlite" if self.is_sqlite else "postgresql",
+            "cache": "redis" if self.redis_url else "in-process",
+            "jobs": "celery" if self.redis_url else "in-process",
+            "vectors": "qdrant-server" if self.qdrant_url else "qdrant-local",
+            "objects": self.storage_url.partition("://")[0],
+        }
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Top-level keys of the YAML config file; structured sections join in later issues."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._data = _read_yaml(_config_path())
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        if CONFIG_ENV in os.environ:
+            raise SettingsError(f"{CONFIG_ENV}: config file {path} does not exist")
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SettingsError(f"{CONFIG_ENV}: {path} is not valid YAML{where}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{CONFIG_ENV}: {path} must be a mapping of setting names")
+    return data
+
+
+def _unknown_env_settings(environ: dict[str, str]) -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(
+        key
+        for key in environ
+        if key.startswith(ENV_PREFIX) and key not in known and not key.startswith(_NON_SETTING_ENV)
+    )
+
+
+def _describe(error: Any, file_keys: set[str]) -> str:
+    loc = error.get("loc") or ("?",)
+    name = str(loc[0])
+    where = f"{name} in {_config_path()}" if name in file_keys else ENV_PREFIX + name.upper()
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        message = "unknown setting"
+    return f"invalid setting {where}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings; any problem becomes one `SettingsError` line."""
+    unknown = _unknown_env_settings(dict(os.environ))
+    if unknown:
+        raise SettingsError(f"invalid setting {unknown[0]}: unknown setting")
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        file_keys = set(_read_yaml(_config_path()))
+        raise SettingsError(_describe(e.errors()[0], file_keys)) from None
+
+
+def settings_markdown() -> str:
+    """The README's configuration reference, generated from the fields above."""
+    lines = [
+        "| environment variable | default | description |",
+        "| --- | --- | --- |",
+    ]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, SecretStr):
+            shown = "`change-me` (development only)"
+        elif default is None:
+            shown = "unset"
+        else:
+            shown = f"`{default}`"
+        description = (info.description or "").replace("|", "\\|")
+        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {description} |")
+    return "\n".join(lines) + "\n"

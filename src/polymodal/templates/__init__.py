@@ -1,0 +1,1 @@
+"""Content templates: catalog (data files), rendering and i18n."""

@@ -1,0 +1,1 @@
+"""Tenants, users, keys, authentication (RBAC, limits, budgets and the ledger come later)."""
