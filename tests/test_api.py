@@ -136,18 +136,18 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
 async def test_logs_carry_request_and_tenant_ids_but_no_key(
     client: httpx.AsyncClient,
     sessions: async_sessionmaker[AsyncSession],
-    capfd: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"log-{uuid.uuid4().hex[:8]}"
     tenant = await admin.create_tenant(sessions, name=name, actor="test")
     await admin.add_user(sessions, tenant=name, email=f"o@{name}.test", role="owner", actor="t")
     key = await admin.issue_key(sessions, tenant=name, email=f"o@{name}.test", actor="t")
-    capfd.readouterr()
+    capsys.readouterr()
     r = await client.get(
         "/v1/me", headers={"Authorization": f"Bearer {key.secret}", "x-request-id": "log-req-7"}
     )
     assert r.status_code == 200
-    out = capfd.readouterr().out
+    out = capsys.readouterr().out
     lines = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
     access = [
         e for e in lines if e.get("event") == "request" and e.get("request_id") == "log-req-7"

@@ -4,17 +4,19 @@ here from one `Settings` and handed down; nothing below reads the environment.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from polymodal import __version__
+from polymodal import wiring as factory
 from polymodal.api import health
 from polymodal.api.errors import install_error_handlers
 from polymodal.api.middleware import RequestContextMiddleware
 from polymodal.api.state import AppState
-from polymodal.api.v1 import me
+from polymodal.api.v1 import me, openai_compat
 from polymodal.cache import open_cache
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.observability.logging import configure_logging, get_logger
@@ -23,16 +25,29 @@ from polymodal.settings import Settings, load_settings
 from polymodal.tenancy.auth import KeyAuthenticator
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, environ: Mapping[str, str] | None = None
+) -> FastAPI:
+    """Build the API. ``environ`` supplies provider keys (``api_key_env``); it defaults to
+    the process environment, read here and nowhere below."""
     settings = settings or load_settings()
+    environ = os.environ if environ is None else environ
     configure_logging(level=settings.log_level, json=settings.log_json)
     metrics = HttpMetrics()
+    # Built before serving so a bad catalog stops start-up, not the first request.
+    http = factory.http_client(settings)
+    providers = factory.providers(settings, http)
+    catalog = factory.catalog(settings, environ, providers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         sessions = session_factory(engine)
         cache = open_cache(settings)
+        gateway, usage = factory.gateway(
+            settings, catalog=catalog, providers=providers, sessions=sessions
+        )
+        await usage.start()
         app.state.polymodal = AppState(
             settings=settings,
             engine=engine,
@@ -40,11 +55,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache=cache,
             authenticator=KeyAuthenticator(sessions, cache_ttl_s=settings.auth_cache_ttl_s),
             metrics=metrics,
+            http=http,
+            gateway=gateway,
+            usage=usage,
         )
         get_logger("polymodal").info("started", version=__version__, **settings.profile())
         try:
             yield
         finally:
+            await usage.stop()
+            for provider in providers.values():
+                await provider.aclose()
+            await http.aclose()
             await cache.close()
             await engine.dispose()
 
@@ -63,4 +85,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(me.router)
+    app.include_router(openai_compat.router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,9 +14,11 @@ import typer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from polymodal import wiring as gateway_factory
 from polymodal.db import migrate as migrations
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.domain.errors import PolymodalError
+from polymodal.gateway.catalog import CatalogError
 from polymodal.settings import Settings, SettingsError, load_settings, settings_markdown
 from polymodal.tenancy import admin as admin_service
 
@@ -87,6 +90,12 @@ def serve(
     import uvicorn
 
     settings = _settings()
+
+    try:
+        http = gateway_factory.http_client(settings)
+        gateway_factory.catalog(settings, os.environ, gateway_factory.providers(settings, http))
+    except CatalogError as e:
+        _fail(f"cannot start: {e}", 2)
 
     async def preflight() -> str | None:
         engine = create_engine(settings)

@@ -10,11 +10,20 @@ reference is generated from these descriptions (``polymodal config-docs``).
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,6 +43,31 @@ _NON_SETTING_ENV = (CONFIG_ENV, "POLYMODAL_TEST_")
 
 class SettingsError(Exception):
     """A setting is wrong; the message is one line that names it."""
+
+
+class PriceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_mtok: Decimal = Field(ge=0)
+    output_per_mtok: Decimal = Field(default=Decimal(0), ge=0)
+
+
+class DeploymentSpec(BaseModel):
+    """One entry of ``deployments:`` in polymodal.yaml (see src/polymodal/catalog.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    base_url: str = ""
+    api_key_env: str | None = None
+    price: PriceSpec
+    context_window: int = Field(ge=1)
+    capabilities: list[str] = Field(min_length=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1)
+    enabled: bool = True
 
 
 class Settings(BaseSettings):
@@ -119,6 +153,68 @@ class Settings(BaseSettings):
     storage_url: str = Field(
         default="file://./data/objects",
         description="Object store: `file://folder` (embedded) or `s3://bucket/prefix`.",
+    )
+
+    # --- models -------------------------------------------------------------------------
+    deployments: list[DeploymentSpec] = Field(
+        default_factory=list,
+        description="Model deployments (YAML). Merged by `id` over the shipped catalog "
+        "(src/polymodal/catalog.yaml); `enabled: false` hides a shipped one.",
+    )
+    shipped_catalog: bool = Field(
+        default=True,
+        description="Start from the shipped catalog of public and local models.",
+    )
+    default_model: str = Field(
+        default="local-smollm2",
+        description='Deployment used for `model: "auto"` (until the router decides).',
+    )
+    default_embedding_model: str = Field(
+        default="local-e5-small",
+        description="Deployment used for embeddings when a request names none.",
+    )
+    local_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="CPU threads per local model. Two heavy threads on a 2-core machine "
+        "collapse throughput; raise it on bigger machines.",
+    )
+    local_max_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Local model calls run at once per process; others wait their turn.",
+    )
+    local_context_size: int = Field(
+        default=4096, ge=256, description="Context window the local chat model is loaded with."
+    )
+    upstream_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="Connect timeout for one upstream attempt."
+    )
+    upstream_first_byte_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Time to first byte (headers, then first stream chunk) of one attempt.",
+    )
+    upstream_idle_timeout_s: float = Field(
+        default=15.0, gt=0, description="Longest silence allowed between stream chunks."
+    )
+    upstream_total_timeout_s: float = Field(
+        default=120.0, gt=0, description="Longest a non-streaming upstream call may take."
+    )
+    upstream_max_connections: int = Field(
+        default=512,
+        ge=1,
+        description="Connections the process's pooled HTTP client keeps open in all.",
+    )
+    usage_flush_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Usage rows are written in batches at least this often (off the "
+        "response path).",
+    )
+    usage_batch_size: int = Field(
+        default=500, ge=1, description="Largest batch of usage rows per database write."
     )
 
     # --- authentication -----------------------------------------------------------------
@@ -297,7 +393,7 @@ def settings_markdown() -> str:
         "| --- | --- | --- |",
     ]
     for name, info in Settings.model_fields.items():
-        default = info.default
+        default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
         if isinstance(default, SecretStr):
             shown = "`change-me` (development only)"
         elif default is None:

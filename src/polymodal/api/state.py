@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from polymodal.cache.base import Cache
+from polymodal.gateway.service import Gateway
 from polymodal.observability.metrics import HttpMetrics
 from polymodal.settings import Settings
 from polymodal.tenancy.auth import KeyAuthenticator
+from polymodal.tenancy.usage import UsageRecorder
 
 
 @dataclass
@@ -20,3 +23,6 @@ class AppState:
     cache: Cache
     authenticator: KeyAuthenticator
     metrics: HttpMetrics
+    http: httpx.AsyncClient
+    gateway: Gateway
+    usage: UsageRecorder

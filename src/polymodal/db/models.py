@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     TypeDecorator,
     UniqueConstraint,
@@ -136,3 +139,33 @@ class AuditEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class UsageEvent(Base):
+    """One model call: who, what for, which deployment, tokens, cost, timings, outcome.
+
+    Written in batches off the response path. No foreign key to api_keys or users: the
+    ledger outlives the keys it mentions.
+    """
+
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_events_tenant_time", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    request_id: Mapped[str] = mapped_column(String(128), default="")
+    feature: Mapped[str] = mapped_column(String(100), default="api")
+    kind: Mapped[str] = mapped_column(String(16))  # chat | embeddings
+    deployment: Mapped[str] = mapped_column(String(100))
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(100))
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[Decimal] = mapped_column(Numeric(20, 10), default=Decimal(0))
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttfb_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    stream: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(32))  # ok | error code
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

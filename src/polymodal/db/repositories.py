@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from polymodal.db.models import ApiKey, AuditEvent, Membership, User
+from polymodal.db.models import ApiKey, AuditEvent, Membership, UsageEvent, User
 
 GENESIS_HASH = "0" * 64
 
@@ -181,6 +181,21 @@ async def list_audit(
         select(AuditEvent)
         .where(AuditEvent.tenant_id == tenant_id)
         .order_by(AuditEvent.id.desc())
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+async def list_usage(
+    session: AsyncSession, *, tenant_id: uuid.UUID, limit: int = 100
+) -> list[UsageEvent]:
+    result = await session.execute(
+        select(UsageEvent)
+        .where(UsageEvent.tenant_id == tenant_id)
+        .order_by(UsageEvent.id.desc())
         .limit(limit)
     )
     return list(result.scalars())

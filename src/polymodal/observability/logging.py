@@ -16,6 +16,18 @@ def _dumps(obj: object, default: object = None) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+class _StdoutLogger:
+    """Writes each line to whatever ``sys.stdout`` is at the time (not at start-up)."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        sys.stdout.write(message + "\n")
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
 def configure_logging(*, level: str, json: bool) -> None:
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -31,7 +43,7 @@ def configure_logging(*, level: str, json: bool) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=_StdoutLogger,
         cache_logger_on_first_use=True,
     )
     # Libraries that use stdlib logging (uvicorn, alembic) go to stderr at WARNING and up.

@@ -1,0 +1,206 @@
+"""OpenAI-compatible endpoints: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`.
+
+Any OpenAI client (the `openai` SDK, LangChain's `ChatOpenAI`, curl) works unchanged by
+pointing its base URL at polymodal and using a polymodal API key.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from polymodal.api.deps import CurrentPrincipal, State
+from polymodal.api.errors import error_body
+from polymodal.api.responses import JSONResponse
+from polymodal.domain.chat import (
+    COMMON_PARAMS,
+    ChatChunk,
+    ChatRequest,
+    EmbeddingRequest,
+    Message,
+    ResponseFormat,
+    Tool,
+)
+from polymodal.domain.errors import InvalidRequest, PolymodalError
+from polymodal.gateway.service import CallContext
+
+router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionIn(BaseModel):
+    """The OpenAI Chat Completions request. Unknown fields are kept and passed to providers
+    that accept them; a provider that cannot honour one refuses the request (400)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    n: int | None = Field(default=None, ge=1, le=16)
+    user: str | None = Field(default=None, max_length=256)
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+def to_chat_request(body: ChatCompletionIn) -> ChatRequest:
+    data = body.model_dump(exclude_unset=True, exclude_none=True)
+    params = {k: data[k] for k in COMMON_PARAMS if k in data}
+    params.update(body.model_extra or {})
+    if isinstance(params.get("stop"), str):
+        params["stop"] = [params["stop"]]
+    return ChatRequest(
+        model=body.model,
+        messages=data["messages"],
+        stream=body.stream,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        params=params,
+    )
+
+
+def _route_headers(deployment_id: str) -> dict[str, str]:
+    return {"x-polymodal-deployment": deployment_id}
+
+
+async def _sse(stream: AsyncIterator[ChatChunk], include_usage: bool) -> AsyncIterator[bytes]:
+    """OpenAI's SSE framing. A failure after the first byte ends with an in-band error
+    event and no ``[DONE]``: a broken stream never looks like a clean finish."""
+    try:
+        async for chunk in stream:
+            if not include_usage:
+                if not chunk["choices"]:
+                    continue  # the usage-only chunk the caller did not ask for
+                chunk.pop("usage", None)
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    except PolymodalError as e:
+        yield b"data: " + orjson.dumps(error_body(e.type, e.message, e.code)) + b"\n\n"
+        return
+    yield b"data: [DONE]\n\n"
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionIn, request: Request, principal: CurrentPrincipal, state: State
+) -> JSONResponse | StreamingResponse:
+    """Create a chat completion (streaming with `stream: true`)."""
+    chat = to_chat_request(body)
+    ctx = CallContext(principal, "api", request.scope.get("state", {}).get("request_id", ""))
+    if chat.stream:
+        stream, deployment = await state.gateway.chat_stream(ctx, chat)
+        return StreamingResponse(
+            _sse(stream, chat.include_usage),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **_route_headers(deployment.id)},
+        )
+    result, deployment = await state.gateway.chat(ctx, chat)
+    return JSONResponse(result, headers=_route_headers(deployment.id))
+
+
+class EmbeddingsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=200)
+    input: str | list[str] | list[int] | list[list[int]]
+    dimensions: int | None = Field(default=None, ge=1, le=8192)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = Field(default=None, max_length=256)
+    input_type: Literal["query", "document"] = Field(
+        default="document",
+        description="polymodal extension: embed for search queries or for documents.",
+    )
+
+
+def _texts(value: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if all(isinstance(v, str) for v in value):
+        return [str(v) for v in value]
+    raise InvalidRequest(
+        "input: token-array input is not supported; send text.", code="unsupported_input"
+    )
+
+
+def _encode(vector: list[float], fmt: str) -> list[float] | str:
+    if fmt == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+@router.post("/embeddings")
+async def embeddings(
+    body: EmbeddingsIn, request: Request, principal: CurrentPrincipal, state: State
+) -> JSONResponse:
+    """Create embeddings (`float` or `base64` encoded, as OpenAI's SDK asks)."""
+    req = EmbeddingRequest(
+        model=body.model,
+        inputs=_texts(body.input),
+        dimensions=body.dimensions,
+        input_type=body.input_type,
+    )
+    ctx = CallContext(principal, "api", request.scope.get("state", {}).get("request_id", ""))
+    result, deployment = await state.gateway.embed(ctx, req)
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+                for i, v in enumerate(result.vectors)
+            ],
+            "model": result.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        },
+        headers=_route_headers(deployment.id),
+    )
+
+
+@router.get("/models")
+async def list_models(principal: CurrentPrincipal, state: State) -> JSONResponse:
+    """The deployments this tenant can name in `model`, with availability and price."""
+    created = int(time.time())
+    data = [
+        {
+            "id": d.id,
+            "object": "model",
+            "created": created,
+            "owned_by": d.provider,
+            "polymodal": {
+                "model": d.model,
+                "provider": d.provider,
+                "available": d.available,
+                "unavailable_reason": d.unavailable_reason,
+                "capabilities": sorted(d.capabilities),
+                "context_window": d.context_window,
+                "price": {
+                    "input_per_mtok": str(d.price.input_per_mtok),
+                    "output_per_mtok": str(d.price.output_per_mtok),
+                },
+            },
+        }
+        for d in state.gateway.models()
+    ]
+    return JSONResponse({"object": "list", "data": data})

@@ -1,0 +1,1 @@
+"""Local models for the embedded profile."""

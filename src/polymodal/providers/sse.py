@@ -1,0 +1,56 @@
+"""Server-sent events over an httpx streaming response, with stream deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from polymodal.domain.errors import Timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event: str
+    data: str
+
+
+async def events(
+    response: httpx.Response, *, provider: str, first_s: float, idle_s: float
+) -> AsyncIterator[Event]:
+    """Yield each event (``event:`` name, default "message", and joined ``data:`` lines).
+
+    The first event must arrive within ``first_s`` of the headers and each later line
+    within ``idle_s`` of the one before; otherwise `Timeout` (a hung or stalled stream).
+    """
+    lines = response.aiter_lines()
+    name = "message"
+    data: list[str] = []
+    limit = first_s
+    while True:
+        try:
+            async with asyncio.timeout(limit):
+                line = await anext(lines)
+        except StopAsyncIteration:
+            break
+        except TimeoutError as e:
+            what = "first chunk" if limit is first_s else "next chunk"
+            raise Timeout(f"{provider}: no {what} within {limit:g}s", provider=provider) from e
+        if not line:
+            if data:
+                yield Event(name, "\n".join(data))
+                limit = idle_s
+            name, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue  # comment / keep-alive
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    if data:
+        yield Event(name, "\n".join(data))

@@ -1,0 +1,1 @@
+"""Per-wire fake provider apps (see :mod:`polymodal.testing.fake_provider`)."""
