@@ -4,6 +4,7 @@ here from one `Settings` and handed down; nothing below reads the environment.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -16,11 +17,13 @@ from polymodal.api import health
 from polymodal.api.errors import install_error_handlers
 from polymodal.api.middleware import RequestContextMiddleware
 from polymodal.api.state import AppState
-from polymodal.api.v1 import me, openai_compat
+from polymodal.api.v1 import me, openai_compat, routing
 from polymodal.cache import open_cache
 from polymodal.db.engine import create_engine, session_factory
+from polymodal.gateway.health_bus import SharedHealthBus
+from polymodal.gateway.tokens import warm_up as warm_up_tokenizer
 from polymodal.observability.logging import configure_logging, get_logger
-from polymodal.observability.metrics import HttpMetrics
+from polymodal.observability.metrics import GatewayMetrics, HttpMetrics
 from polymodal.settings import Settings, load_settings
 from polymodal.tenancy.auth import KeyAuthenticator
 
@@ -38,6 +41,9 @@ def create_app(
     http = factory.http_client(settings)
     providers = factory.providers(settings, http)
     catalog = factory.catalog(settings, environ, providers)
+    factory.routes(settings, catalog)  # a route naming a missing deployment stops start-up
+    gateway_metrics = GatewayMetrics(metrics.registry)
+    health_registry = factory.health(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,9 +51,18 @@ def create_app(
         sessions = session_factory(engine)
         cache = open_cache(settings)
         gateway, usage = factory.gateway(
-            settings, catalog=catalog, providers=providers, sessions=sessions
+            settings,
+            catalog=catalog,
+            providers=providers,
+            sessions=sessions,
+            registry=health_registry,
+            metrics=gateway_metrics,
         )
+        broadcaster = factory.broadcaster(settings, cache)
+        bus = SharedHealthBus(broadcaster, cache)
+        await bus.attach(health_registry, [d.id for d in catalog])
         await usage.start()
+        await asyncio.to_thread(warm_up_tokenizer)  # ~1 s once, not on the first request
         app.state.polymodal = AppState(
             settings=settings,
             engine=engine,
@@ -58,12 +73,15 @@ def create_app(
             http=http,
             gateway=gateway,
             usage=usage,
+            health=health_registry,
         )
         get_logger("polymodal").info("started", version=__version__, **settings.profile())
         try:
             yield
         finally:
             await usage.stop()
+            await bus.close()
+            await broadcaster.close()
             for provider in providers.values():
                 await provider.aclose()
             await http.aclose()
@@ -86,4 +104,5 @@ def create_app(
     app.include_router(health.router)
     app.include_router(me.router)
     app.include_router(openai_compat.router)
+    app.include_router(routing.router)
     return app

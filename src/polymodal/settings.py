@@ -70,6 +70,44 @@ class DeploymentSpec(BaseModel):
     enabled: bool = True
 
 
+class RoutesSpec(BaseModel):
+    """``routes:`` in polymodal.yaml: ordered candidate deployments per tier, optional
+    per-task overrides, and optional hedging delays per tier (milliseconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    simple: list[str] = Field(
+        default_factory=lambda: [
+            "deepseek-chat",
+            "openai-gpt-4o-mini",
+            "gemini-2.0-flash-lite",
+            "local-smollm2",
+        ]
+    )
+    complex: list[str] = Field(
+        default_factory=lambda: [
+            "anthropic-claude-sonnet",
+            "openai-gpt-4o",
+            "gemini-2.5-pro",
+            "local-smollm2",
+        ]
+    )
+    critical: list[str] = Field(
+        default_factory=lambda: [
+            "openai-gpt-4o",
+            "anthropic-claude-opus",
+            "anthropic-claude-sonnet",
+            "local-smollm2",
+        ]
+    )
+    tasks: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    hedge_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per tier: after this long without a first byte, also start the next "
+        "candidate. Unset tiers do not hedge.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -172,6 +210,72 @@ class Settings(BaseSettings):
     default_embedding_model: str = Field(
         default="local-e5-small",
         description="Deployment used for embeddings when a request names none.",
+    )
+    routes: RoutesSpec = Field(
+        default_factory=RoutesSpec,
+        description="Candidate deployments per tier (and per task), in preference order (YAML).",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Upstream attempts one request may make in all."
+    )
+    retry_budget_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        description="Retries allowed per request on average across all requests, so an "
+        "outage does not become a retry storm.",
+    )
+    retry_budget_floor_per_s: float = Field(
+        default=5.0, ge=0, description="Retries always allowed per second, at low traffic."
+    )
+    breaker_consecutive_failures: int = Field(
+        default=3, ge=1, description="Consecutive failures that open a deployment's breaker."
+    )
+    breaker_failure_rate: float = Field(
+        default=0.5, gt=0, le=1, description="Failure rate over the window that opens it."
+    )
+    breaker_window_s: float = Field(
+        default=30.0, gt=0, description="Window for the breaker's failure rate."
+    )
+    breaker_min_calls: int = Field(
+        default=10, ge=1, description="Calls in the window before the rate counts."
+    )
+    breaker_open_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="First open period; doubles on each reopening, up to breaker_max_open_s.",
+    )
+    breaker_max_open_s: float = Field(default=120.0, gt=0, description="Longest open period.")
+    first_byte_floor_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="Adaptive first-byte deadline: never below this.",
+    )
+    first_byte_multiplier: float = Field(
+        default=4.0,
+        gt=1,
+        description="Adaptive first-byte deadline: this many times the deployment's recent "
+        "healthy p95 first-byte time.",
+    )
+    upstream_always_stream: bool = Field(
+        default=True,
+        description="Call providers in streaming mode even for non-streaming requests, so "
+        "a hung provider is caught at its first-byte deadline, not the whole-answer timeout.",
+    )
+    stream_idle_floor_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="Adaptive stream idle deadline: never below this.",
+    )
+    stream_idle_multiplier: float = Field(
+        default=8.0,
+        gt=1,
+        description="Adaptive stream idle deadline: this many times the deployment's recent "
+        "p99 gap between chunks (upstream_idle_timeout_s until 20 gaps are known).",
+    )
+    stream_continuation: bool = Field(
+        default=True,
+        description="A stream that breaks after sending text continues on the next "
+        "candidate (false: it ends with an error event). Tenants may turn it off.",
     )
     local_threads: int = Field(
         default=1,

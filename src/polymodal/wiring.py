@@ -3,33 +3,36 @@ usage recorder, built from settings (used by the app factory and the CLI)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from polymodal.cache.base import Cache
+from polymodal.cache.memory import TTLCache
+from polymodal.cache.pubsub import Broadcaster, LocalBroadcaster, RedisBroadcaster
+from polymodal.cache.redis import RedisCache
+from polymodal.db import repositories
 from polymodal.domain.catalog import Deployment
+from polymodal.domain.principal import Principal
 from polymodal.gateway.catalog import Catalog, build_catalog
+from polymodal.gateway.classifier import Classifier
+from polymodal.gateway.executor import Executor, RetryBudget
+from polymodal.gateway.health import HealthPolicy, HealthRegistry
+from polymodal.gateway.planner import Planner
+from polymodal.gateway.routing import TIERS, RouteTable, TenantPolicy
 from polymodal.gateway.service import Gateway
 from polymodal.gateway.tokens import count_tokens
+from polymodal.observability.metrics import GatewayMetrics
 from polymodal.providers import registry
 from polymodal.providers.base import Deadlines, Provider, ProviderContext
+from polymodal.providers.http import Upstream
 from polymodal.settings import Settings
 from polymodal.tenancy.usage import UsageRecorder
 
 
-def http_client(settings: Settings) -> httpx.AsyncClient:
-    """The process's one pooled client: keep-alive, HTTP/2 where the provider offers it."""
-    return httpx.AsyncClient(
-        http2=True,
-        limits=httpx.Limits(
-            max_connections=settings.upstream_max_connections,
-            max_keepalive_connections=settings.upstream_max_connections,
-            keepalive_expiry=30,
-        ),
-        timeout=httpx.Timeout(settings.upstream_total_timeout_s),
-        follow_redirects=False,
-    )
+def http_client(settings: Settings) -> Upstream:
+    """The process's one pooled upstream client (keep-alive)."""
+    return Upstream(max_connections=settings.upstream_max_connections)
 
 
 def deadlines(settings: Settings) -> Deadlines:
@@ -41,7 +44,7 @@ def deadlines(settings: Settings) -> Deadlines:
     )
 
 
-def providers(settings: Settings, http: httpx.AsyncClient) -> dict[str, Provider]:
+def providers(settings: Settings, http: Upstream) -> dict[str, Provider]:
     context = ProviderContext(
         http=http,
         local_threads=settings.local_threads,
@@ -63,25 +66,124 @@ def catalog(
     )
 
 
+def routes(settings: Settings, catalog: Catalog) -> RouteTable:
+    spec = settings.routes
+    table = RouteTable(
+        tiers={
+            "simple": tuple(spec.simple),
+            "complex": tuple(spec.complex),
+            "critical": tuple(spec.critical),
+        },
+        tasks={
+            task: {tier: tuple(names) for tier, names in by_tier.items()}
+            for task, by_tier in spec.tasks.items()
+        },
+        hedge_delay_s={tier: ms / 1000 for tier, ms in spec.hedge_ms.items()},
+    )
+    table.validate(catalog)
+    return table
+
+
+def health(settings: Settings) -> HealthRegistry:
+    return HealthRegistry(
+        HealthPolicy(
+            consecutive_failures=settings.breaker_consecutive_failures,
+            failure_rate=settings.breaker_failure_rate,
+            rate_window_s=settings.breaker_window_s,
+            rate_min_calls=settings.breaker_min_calls,
+            open_s=settings.breaker_open_s,
+            max_open_s=settings.breaker_max_open_s,
+            first_byte_floor_s=settings.first_byte_floor_s,
+            first_byte_ceiling_s=settings.upstream_first_byte_timeout_s,
+            first_byte_multiplier=settings.first_byte_multiplier,
+            latency_ceiling_s=settings.upstream_total_timeout_s,
+            idle_floor_s=settings.stream_idle_floor_s,
+            idle_ceiling_s=settings.upstream_idle_timeout_s,
+            idle_multiplier=settings.stream_idle_multiplier,
+        )
+    )
+
+
+def broadcaster(settings: Settings, cache: Cache) -> Broadcaster:
+    if isinstance(cache, RedisCache):
+        return RedisBroadcaster(cache.client, prefix=settings.redis_key_prefix)
+    return LocalBroadcaster()
+
+
+def tenant_policies(
+    sessions: async_sessionmaker[AsyncSession], *, ttl_s: float
+) -> Callable[[Principal], Awaitable[TenantPolicy]]:
+    """Tenant routing policy, cached per process like API keys (same staleness bound)."""
+    cached: TTLCache[TenantPolicy] = TTLCache(max_entries=10_000)
+
+    async def lookup(principal: Principal) -> TenantPolicy:
+        key = str(principal.tenant_id)
+        policy = cached.get(key)
+        if policy is None:
+            async with sessions() as session:
+                raw = await repositories.get_tenant_policy(session, tenant_id=principal.tenant_id)
+            policy = policy_from_dict(raw)
+            cached.set(key, policy, ttl_s=ttl_s)
+        return policy
+
+    return lookup
+
+
+def policy_from_dict(raw: Mapping[str, object]) -> TenantPolicy:
+    def names(key: str) -> frozenset[str]:
+        value = raw.get(key) or []
+        return frozenset(str(v) for v in value) if isinstance(value, list) else frozenset()
+
+    max_tier = str(raw.get("max_tier") or "critical")
+    default_tier = raw.get("default_tier")
+    return TenantPolicy(
+        allowed_providers=names("allowed_providers"),
+        allowed_deployments=names("allowed_deployments"),
+        max_tier=max_tier if max_tier in TIERS else "critical",
+        default_tier=str(default_tier) if default_tier in TIERS else None,
+        continue_streams=bool(raw.get("continue_streams", True)),
+    )
+
+
 def gateway(
     settings: Settings,
     *,
     catalog: Catalog,
     providers: Mapping[str, Provider],
     sessions: async_sessionmaker[AsyncSession],
+    registry: HealthRegistry,
+    metrics: GatewayMetrics | None,
 ) -> tuple[Gateway, UsageRecorder]:
     recorder = UsageRecorder(
         sessions,
         flush_interval_s=settings.usage_flush_interval_s,
         batch_size=settings.usage_batch_size,
     )
-    gw = Gateway(
+    planner = Planner(
         catalog=catalog,
         providers=providers,
-        recorder=recorder,
-        deadlines=deadlines(settings),
+        routes=routes(settings, catalog),
+        classifier=Classifier(count_tokens=count_tokens),
         count_tokens=count_tokens,
-        default_model=settings.default_model,
+    )
+    executor = Executor(
+        providers=providers,
+        health=registry,
+        deadlines=deadlines(settings),
+        max_attempts=settings.max_attempts,
+        budget=RetryBudget(
+            ratio=settings.retry_budget_ratio, floor_per_s=settings.retry_budget_floor_per_s
+        ),
+    )
+    gw = Gateway(
+        planner=planner,
+        executor=executor,
+        recorder=recorder,
+        count_tokens=count_tokens,
         default_embedding_model=settings.default_embedding_model,
+        continuation=settings.stream_continuation,
+        always_stream=settings.upstream_always_stream,
+        policies=tenant_policies(sessions, ttl_s=settings.auth_cache_ttl_s),
+        metrics=metrics,
     )
     return gw, recorder

@@ -85,6 +85,9 @@ def _settings(tmp: Path, fakes: dict[str, FakeProvider], **overrides: Any) -> Se
         upstream_idle_timeout_s=1.0,
         upstream_total_timeout_s=5.0,  # room for the local model on a busy 2-core machine
         usage_flush_interval_s=60,  # tests flush explicitly
+        # Whole (non-streamed) upstream calls, so body faults such as malformed JSON apply;
+        # tests/gateway covers both modes.
+        upstream_always_stream=False,
         **overrides,
     )
 
@@ -125,5 +128,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 def _clean_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "env" in request.fixturenames:
-        for fake in request.getfixturevalue("env").fakes.values():
+        env = request.getfixturevalue("env")
+        for fake in env.fakes.values():
             fake.reset()
+        # These tests are about error mapping: start each with healthy deployments.
+        env.server.state.health.reset()

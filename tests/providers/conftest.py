@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from polymodal.providers.base import ProviderContext
+from polymodal.providers.http import Upstream
 
 
 @pytest.fixture(scope="session")
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    """One pooled client for the run, as the composition root shares one per process
-    (building a client loads the CA bundle, which costs a tenth of a second)."""
-    async with httpx.AsyncClient() as client:
-        yield client
+async def http() -> AsyncIterator[Upstream]:
+    """One pooled client for the run, as the composition root shares one per process.
+    Its aiohttp session is created lazily on first use, inside the session's event loop
+    (``asyncio_default_test_loop_scope = "session"``), and closed in that loop here."""
+    upstream = Upstream()
+    try:
+        yield upstream
+    finally:
+        await upstream.aclose()
 
 
 @pytest.fixture
-def context(http: httpx.AsyncClient) -> ProviderContext:
+def context(http: Upstream) -> ProviderContext:
     return ProviderContext(http=http)

@@ -549,12 +549,13 @@ async def test_stream_without_message_stop_is_truncated(
     assert caught.value.code == "truncated"
 
 
-async def test_dropped_connection_mid_stream_is_unavailable(
+async def test_dropped_connection_mid_stream_is_truncated(
     fake: FakeProvider, provider: AnthropicProvider
 ) -> None:
     fake.set_faults(truncate_after_chunks=5, truncate_mode="abort")
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable) as caught:
         await collect(provider.stream(claude(fake), ask(), RELAXED))
+    assert caught.value.code == "truncated"  # aiohttp: ClientPayloadError mid-body
 
 
 async def test_stalled_stream_times_out(fake: FakeProvider, provider: AnthropicProvider) -> None:

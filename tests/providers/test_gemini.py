@@ -24,7 +24,7 @@ from polymodal.domain.errors import (
 from polymodal.providers import gemini_translate, registry
 from polymodal.providers.base import ProviderContext
 from polymodal.providers.gemini import GeminiProvider
-from polymodal.testing import FakeProvider, Reply, ToolCall
+from polymodal.testing import FakeProvider, RefusedPort, Reply, ToolCall
 from tests.providers.support import (
     FAST,
     RELAXED,
@@ -90,7 +90,7 @@ def provider(context: ProviderContext) -> GeminiProvider:
     return created
 
 
-def gemini(fake: FakeProvider, **extra: Any) -> Deployment:
+def gemini(fake: FakeProvider | RefusedPort, **extra: Any) -> Deployment:
     return make_deployment("gemini", MODEL, fake.base_url, {"chat"}, **{"api_key": KEY, **extra})
 
 
@@ -553,12 +553,13 @@ async def test_stream_that_ends_before_a_finish_reason_is_truncated(
     assert caught.value.code == "truncated"
 
 
-async def test_dropped_connection_mid_stream_is_unavailable(
+async def test_dropped_connection_mid_stream_is_truncated(
     fake: FakeProvider, provider: GeminiProvider
 ) -> None:
     fake.set_faults(truncate_after_chunks=3, truncate_mode="abort")
-    with pytest.raises(Unavailable):
+    with pytest.raises(Unavailable) as caught:
         await collect(provider.stream(gemini(fake), ask(), RELAXED))
+    assert caught.value.code == "truncated"  # aiohttp: ClientPayloadError mid-body
 
 
 async def test_stalled_stream_times_out(fake: FakeProvider, provider: GeminiProvider) -> None:
@@ -571,6 +572,14 @@ async def test_hung_request_times_out(fake: FakeProvider, provider: GeminiProvid
     fake.set_faults(hang=True)
     with pytest.raises(Timeout):
         await provider.complete(gemini(fake), ask(), FAST)
+
+
+async def test_refused_connection_is_unavailable(provider: GeminiProvider) -> None:
+    with RefusedPort("gemini") as port:
+        with pytest.raises(Unavailable):
+            await provider.complete(gemini(port), ask(), FAST)
+        with pytest.raises(Unavailable):
+            await collect(provider.stream(gemini(port), ask(), FAST))
 
 
 # --- embeddings -----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from polymodal.api.state import AppState
 from polymodal.domain.principal import Principal
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool.
     return cast(AppState, request.app.state.polymodal)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from polymodal.api.responses import JSONResponse
-from polymodal.domain.errors import PolymodalError, RateLimited
+from polymodal.domain.errors import PolymodalError
 
 _STATUS_TYPES = {
     400: ("invalid_request_error", "invalid_request"),
@@ -39,8 +40,9 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
 async def _polymodal_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PolymodalError)
     headers = {}
-    if isinstance(exc, RateLimited) and exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse(
         error_body(exc.type, exc.message, exc.code), status_code=exc.status, headers=headers
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from polymodal.cache.base import Cache
+from polymodal.gateway.health import HealthRegistry
 from polymodal.gateway.service import Gateway
 from polymodal.observability.metrics import HttpMetrics
+from polymodal.providers.http import Upstream
 from polymodal.settings import Settings
 from polymodal.tenancy.auth import KeyAuthenticator
 from polymodal.tenancy.usage import UsageRecorder
@@ -23,6 +24,7 @@ class AppState:
     cache: Cache
     authenticator: KeyAuthenticator
     metrics: HttpMetrics
-    http: httpx.AsyncClient
+    http: Upstream
     gateway: Gateway
     usage: UsageRecorder
+    health: HealthRegistry

@@ -77,6 +77,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     plan: Mapped[str] = mapped_column(String(32), default="free")
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # Routing policy: allowed_providers, allowed_deployments, max_tier, default_tier,
+    # continue_streams (see gateway.routing.TenantPolicy).
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -168,4 +171,7 @@ class UsageEvent(Base):
     ttfb_ms: Mapped[float | None] = mapped_column(Float, default=None)
     stream: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(String(32))  # ok | error code
+    tier: Mapped[str | None] = mapped_column(String(16), default=None)
+    task: Mapped[str | None] = mapped_column(String(32), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from polymodal.db.models import ApiKey, AuditEvent, Membership, UsageEvent, User
+from polymodal.db.models import ApiKey, AuditEvent, Membership, Tenant, UsageEvent, User
 
 GENESIS_HASH = "0" * 64
 
@@ -199,3 +199,17 @@ async def list_usage(
         .limit(limit)
     )
     return list(result.scalars())
+
+
+# --- tenant settings ------------------------------------------------------------------------
+
+
+async def get_tenant_policy(session: AsyncSession, *, tenant_id: uuid.UUID) -> dict[str, Any]:
+    result = await session.execute(select(Tenant.policy).where(Tenant.id == tenant_id))
+    return dict(result.scalar_one_or_none() or {})
+
+
+async def set_tenant_policy(
+    session: AsyncSession, *, tenant_id: uuid.UUID, policy: dict[str, Any]
+) -> None:
+    await session.execute(update(Tenant).where(Tenant.id == tenant_id).values(policy=policy))

@@ -27,6 +27,9 @@ class UsageRecord:
     ttfb_ms: float | None
     stream: bool
     status: str
+    tier: str | None = None
+    task: str | None = None
+    attempts: int = 1
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 

@@ -1,17 +1,12 @@
-"""The gateway: resolve the deployment, check the request fits it, call the provider,
-account for the call. Every model call in polymodal goes through here.
-
-The router issue replaces `_choose` with classification, policy and failover; the
-checks, the accounting and the stream handling stay.
-"""
+"""The gateway: classify -> route -> execute with failover -> account. Every model call in
+polymodal goes through here (API, templates, chatbots, pipelines, media prompts)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from polymodal.domain.catalog import Deployment
 from polymodal.domain.chat import (
@@ -20,22 +15,23 @@ from polymodal.domain.chat import (
     ChatRequest,
     EmbeddingRequest,
     EmbeddingResult,
-    Message,
 )
-from polymodal.domain.errors import (
-    AuthFailed,
-    InvalidRequest,
-    ProviderError,
-    ServiceUnavailable,
-)
+from polymodal.domain.errors import AuthFailed, InvalidRequest, ProviderError, ServiceUnavailable
 from polymodal.domain.principal import Principal
 from polymodal.domain.usage import UsageRecord, UsageSink
 from polymodal.gateway.catalog import Catalog
-from polymodal.providers.base import Deadlines, Provider
+from polymodal.gateway.classifier import RouteDecision
+from polymodal.gateway.executor import Executor, Trace
+from polymodal.gateway.planner import AUTO, Plan, Planner
+from polymodal.gateway.routing import TenantPolicy
+from polymodal.gateway.streams import Accumulator, as_continuation, continuation_request
+from polymodal.observability.metrics import GatewayMetrics
 
-AUTO = "auto"
-# Tokens a chat format adds per message (role markers, separators): a safe over-estimate.
-PER_MESSAGE_OVERHEAD = 4
+PolicyLookup = Callable[[Principal], Awaitable[TenantPolicy]]
+
+
+async def _allow_all(_: Principal) -> TenantPolicy:
+    return TenantPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,134 +41,75 @@ class CallContext:
     principal: Principal
     feature: str = "api"
     request_id: str = ""
+    tier_header: str | None = None
 
 
-def _text_of(message: Message) -> tuple[str, bool]:
-    """The message's text and whether it carries an image."""
-    content = message.get("content")
-    if content is None:
-        text = ""
-        has_image = False
-    elif isinstance(content, str):
-        text, has_image = content, False
-    else:
-        text = " ".join(p["text"] for p in content if p["type"] == "text")
-        has_image = any(p["type"] == "image_url" for p in content)
-    for call in message.get("tool_calls") or []:
-        text += " " + call["function"]["name"] + " " + call["function"]["arguments"]
-    return text, has_image
+@dataclass(slots=True)
+class Routed:
+    """What the API shows about how a request was served (x-polymodal-route)."""
+
+    decision: RouteDecision
+    trace: Trace
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def header(self) -> str:
+        d = self.trace.deployment
+        return (
+            f"tier={self.decision.tier}; task={self.decision.task}; "
+            f"language={self.decision.language}; deployment={d.id if d else '-'}; "
+            f"attempts={self.trace.tried}; failover_ms={self.trace.failover_s * 1000:.1f}"
+        )
 
 
 class Gateway:
     def __init__(
         self,
         *,
-        catalog: Catalog,
-        providers: Mapping[str, Provider],
+        planner: Planner,
+        executor: Executor,
         recorder: UsageSink,
-        deadlines: Deadlines,
         count_tokens: Callable[[str], int],
-        default_model: str,
         default_embedding_model: str,
+        continuation: bool,
+        always_stream: bool,
+        policies: PolicyLookup = _allow_all,
+        metrics: GatewayMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.catalog = catalog
-        self._providers = providers
+        self.planner = planner
+        self.executor = executor
         self._recorder = recorder
-        self._deadlines = deadlines
         self._count = count_tokens
-        self._default_model = default_model
         self._default_embedding = default_embedding_model
+        self._continuation = continuation
+        self._always_stream = always_stream
+        self._policies = policies
+        self._metrics = metrics
         self._clock = clock
 
-    # --- lookups ------------------------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        return self.planner.catalog
 
     def models(self) -> list[Deployment]:
         return list(self.catalog)
 
-    def _choose(self, name: str, *, kind: str) -> Deployment:
-        if name == AUTO:
-            name = self._default_model if kind == "chat" else self._default_embedding
-        deployment = self.catalog.resolve(name, kind=kind)
-        if not deployment.available:
-            raise ServiceUnavailable(
-                f"The model '{deployment.id}' is not available on this server: "
-                f"{deployment.unavailable_reason}.",
-                code="model_unavailable",
-            )
-        return deployment
-
-    # --- checks before any upstream call (nothing is billed for these) -------------------
-
-    def estimate_prompt_tokens(self, messages: list[Message]) -> tuple[int, bool]:
-        total, images = 0, False
-        for message in messages:
-            text, has_image = _text_of(message)
-            total += self._count(text) + PER_MESSAGE_OVERHEAD
-            images = images or has_image
-        return total, images
-
-    def _check_chat(self, d: Deployment, request: ChatRequest) -> int:
-        params = request.params
-        supported: frozenset[str] | None = getattr(
-            self._providers[d.provider], "supported_params", None
-        )
-        if supported is not None and (unsupported := sorted(set(params) - supported)):
-            raise InvalidRequest(
-                f"{unsupported[0]}: not supported by the model '{d.id}'.",
-                code="unsupported_parameter",
-            )
-        if params.get("tools") and "tools" not in d.capabilities:
-            raise InvalidRequest(
-                f"tools: the model '{d.id}' does not support tool calling.",
-                code="unsupported_parameter",
-            )
-        fmt = (params.get("response_format") or {}).get("type")
-        if fmt in ("json_object", "json_schema") and "json" not in d.capabilities:
-            raise InvalidRequest(
-                f"response_format: the model '{d.id}' does not support {fmt}.",
-                code="unsupported_parameter",
-            )
-        prompt_tokens, has_images = self.estimate_prompt_tokens(request.messages)
-        if has_images and "vision" not in d.capabilities:
-            raise InvalidRequest(
-                f"messages: the model '{d.id}' does not accept images.",
-                code="unsupported_parameter",
-            )
-        wanted = request.max_output_tokens
-        if wanted is not None and d.max_output_tokens is not None and wanted > d.max_output_tokens:
-            raise InvalidRequest(
-                f"max_tokens: {wanted} exceeds the {d.max_output_tokens} output tokens "
-                f"'{d.id}' can produce.",
-                code="max_tokens_too_large",
-            )
-        if prompt_tokens + (wanted or 0) > d.context_window:
-            raise InvalidRequest(
-                f"messages: about {prompt_tokens} tokens"
-                + (f" plus max_tokens {wanted}" if wanted else "")
-                + f" do not fit the {d.context_window}-token context window of '{d.id}'.",
-                code="context_length_exceeded",
-            )
-        return prompt_tokens
-
-    # --- calls ------------------------------------------------------------------------------
-
-    def _cost(self, d: Deployment, tokens_in: int, tokens_out: int) -> Decimal:
-        return d.price.cost(tokens_in, tokens_out)
+    # --- accounting --------------------------------------------------------------------------
 
     def _record(
         self,
         ctx: CallContext,
-        d: Deployment,
         *,
         kind: str,
-        tokens_in: int,
-        tokens_out: int,
-        started: float,
-        ttfb: float | None,
+        trace: Trace,
+        decision: RouteDecision | None,
+        fallback: Deployment,
+        tokens: list[tuple[Deployment, int, int]],
         stream: bool,
         status: str,
     ) -> None:
+        d = trace.deployment or fallback
+        cost = sum((dep.price.cost(i, o) for dep, i, o in tokens), Decimal(0))
         p = ctx.principal
         self._recorder.record(
             UsageRecord(
@@ -185,181 +122,249 @@ class Gateway:
                 deployment=d.id,
                 provider=d.provider,
                 model=d.model,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                cost=self._cost(d, tokens_in, tokens_out),
-                latency_ms=(self._clock() - started) * 1000,
-                ttfb_ms=None if ttfb is None else (ttfb - started) * 1000,
+                tokens_in=sum(i for _, i, _ in tokens),
+                tokens_out=sum(o for _, _, o in tokens),
+                cost=cost,
+                latency_ms=(self._clock() - trace.started) * 1000,
+                ttfb_ms=None
+                if trace.first_byte_at is None
+                else (trace.first_byte_at - trace.started) * 1000,
                 stream=stream,
                 status=status,
+                tier=decision.tier if decision else None,
+                task=decision.task if decision else None,
+                attempts=trace.tried,
             )
         )
+        if self._metrics is not None:
+            self._metrics.call(
+                attempts=[(a.deployment, a.outcome) for a in trace.attempts],
+                failover_s=trace.failover_s,
+                deployment=d.id,
+                cost=float(cost),
+            )
 
-    def _public(self, d: Deployment, error: ProviderError) -> ProviderError:
+    @staticmethod
+    def _public(d: Deployment | None, error: ProviderError) -> ProviderError:
         """The error as the client may see it: named deployment, no credentials."""
+        if d is None:
+            return error
         if isinstance(error, AuthFailed):
             error.message = (
                 f"The provider behind '{d.id}' rejected this server's credentials; "
                 "an operator must fix its API key."
             )
-        else:
-            message = error.message
-            if d.api_key:
-                message = message.replace(d.api_key, "***")
+        elif not error.message.startswith(f"'{d.id}'"):
+            message = error.message.replace(d.api_key, "***") if d.api_key else error.message
             error.message = f"'{d.id}': {message}"
         return error
 
-    async def chat(
-        self, ctx: CallContext, request: ChatRequest
-    ) -> tuple[ChatCompletion, Deployment]:
-        d = self._choose(request.model, kind="chat")
-        prompt_estimate = self._check_chat(d, request)
-        provider = self._providers[d.provider]
-        started = self._clock()
+    # --- chat --------------------------------------------------------------------------------
+
+    async def _plan(self, ctx: CallContext, request: ChatRequest) -> Plan:
+        fallbacks = request.params.pop("fallbacks", None)
+        if fallbacks is not None and (
+            not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks)
+        ):
+            raise InvalidRequest(
+                "fallbacks: must be a list of model names.", code="invalid_fallbacks"
+            )
+        policy = await self._policies(ctx.principal)
+        plan = self.planner.plan(request, policy, tier_header=ctx.tier_header, fallbacks=fallbacks)
+        if self._metrics is not None:
+            self._metrics.decision(plan.decision.tier, plan.decision.task)
+        return plan
+
+    async def chat(self, ctx: CallContext, request: ChatRequest) -> tuple[ChatCompletion, Routed]:
+        plan = await self._plan(ctx, request)
+        trace = Trace(started=self._clock())
+        routed = Routed(plan.decision, trace)
+        if self._always_stream:
+            # Upstream streams even when the client does not: a hung provider is then caught
+            # at its first-byte deadline instead of at the whole-answer timeout.
+            stream = await self._open(ctx, request, plan, trace)
+            acc = Accumulator()
+            async for chunk in stream:
+                acc.feed(chunk)
+            return acc.completion(), routed
         try:
-            result = await provider.complete(d, request, self._deadlines)
+            result, d = await self.executor.complete(
+                plan.candidates, request, trace, hedge_delay_s=plan.hedge_delay_s
+            )
         except ProviderError as e:
             self._record(
                 ctx,
-                d,
                 kind="chat",
-                tokens_in=0,
-                tokens_out=0,
-                started=started,
-                ttfb=None,
+                trace=trace,
+                decision=plan.decision,
+                fallback=plan.candidates[0],
+                tokens=[],
                 stream=False,
                 status=e.code,
             )
-            raise self._public(d, e) from e
+            raise self._public(trace.deployment or plan.candidates[0], e) from e
         usage = result.get("usage")
         if usage:
             tokens_in, tokens_out = usage["prompt_tokens"], usage["completion_tokens"]
         else:
-            tokens_in = prompt_estimate
+            tokens_in = plan.prompt_tokens
             tokens_out = sum(
                 self._count(c["message"].get("content") or "") for c in result["choices"]
             )
         self._record(
             ctx,
-            d,
             kind="chat",
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            started=started,
-            ttfb=None,
+            trace=trace,
+            decision=plan.decision,
+            fallback=d,
+            tokens=[(d, tokens_in, tokens_out)],
             stream=False,
             status="ok",
         )
-        return result, d
+        return result, routed
 
     async def chat_stream(
         self, ctx: CallContext, request: ChatRequest
-    ) -> tuple[AsyncIterator[ChatChunk], Deployment]:
-        """Start a stream. Failures before the first chunk raise here, so the API can still
-        answer with a proper HTTP error; later failures raise from the iterator."""
-        d = self._choose(request.model, kind="chat")
-        prompt_estimate = self._check_chat(d, request)
-        provider = self._providers[d.provider]
-        started = self._clock()
-        upstream = provider.stream(d, request, self._deadlines)
+    ) -> tuple[AsyncIterator[ChatChunk], Routed]:
+        """Start a stream. Failures before the first chunk fail over or raise here (so the
+        API can still answer with an HTTP error); later failures continue on the next
+        candidate or raise from the iterator."""
+        plan = await self._plan(ctx, request)
+        trace = Trace(started=self._clock())
+        return await self._open(ctx, request, plan, trace), Routed(plan.decision, trace)
+
+    async def _open(
+        self, ctx: CallContext, request: ChatRequest, plan: Plan, trace: Trace
+    ) -> AsyncIterator[ChatChunk]:
         try:
-            first = await anext(upstream)
-        except StopAsyncIteration:
-            first = None
+            (first, rest), d = await self.executor.open_stream(
+                plan.candidates, request, trace, hedge_delay_s=plan.hedge_delay_s
+            )
         except ProviderError as e:
             self._record(
                 ctx,
-                d,
                 kind="chat",
-                tokens_in=0,
-                tokens_out=0,
-                started=started,
-                ttfb=None,
-                stream=True,
+                trace=trace,
+                decision=plan.decision,
+                fallback=plan.candidates[0],
+                tokens=[],
+                stream=request.stream,
                 status=e.code,
             )
-            raise self._public(d, e) from e
-        ttfb = self._clock()
-        return self._relay(ctx, d, upstream, first, started, ttfb, prompt_estimate), d
+            raise self._public(trace.deployment or plan.candidates[0], e) from e
+        trace.first_byte_at = self._clock()
+        return self._relay(ctx, request, plan, trace, d, first, rest)
 
     async def _relay(
         self,
         ctx: CallContext,
+        request: ChatRequest,
+        plan: Plan,
+        trace: Trace,
         d: Deployment,
-        upstream: AsyncIterator[ChatChunk],
-        first: ChatChunk | None,
-        started: float,
-        ttfb: float,
-        prompt_estimate: int,
+        first: ChatChunk,
+        rest: AsyncIterator[ChatChunk],
     ) -> AsyncIterator[ChatChunk]:
-        usage: dict[str, Any] | None = None
-        text_parts: list[str] = []
+        original = Accumulator()  # what the client has been sent
+        segment = Accumulator()  # what the current deployment has sent
+        tokens: list[tuple[Deployment, int, int]] = []
         status = "client_closed"
+        continuing = False
+        chunk: ChatChunk | None = first
+        gaps: list[float] = []
         try:
-            chunk = first
-            while chunk is not None:
-                if chunk.get("usage"):
-                    usage = dict(chunk["usage"] or {})
-                for choice in chunk["choices"]:
-                    if content := choice["delta"].get("content"):
-                        text_parts.append(content)
-                yield chunk
+            while True:
                 try:
-                    chunk = await anext(upstream)
-                except StopAsyncIteration:
-                    chunk = None
+                    while chunk is not None:
+                        segment.feed(chunk)
+                        if continuing:
+                            chunk = as_continuation(chunk, original)
+                        original.feed(chunk)
+                        yield chunk
+                        waited = self._clock()
+                        chunk = await anext(rest, None)
+                        gaps.append(self._clock() - waited)
+                    self.executor.record_gaps(d, gaps)
+                    break
+                except ProviderError as e:
+                    gaps.clear()
+                    self.executor.note_stream_failure(d, e)
+                    tokens.append((d, plan.prompt_tokens, self._count(segment.content)))
+                    remaining = [c for c in plan.candidates if c.id not in _tried(trace)]
+                    if (
+                        not (self._continuation and plan.policy.continue_streams)
+                        or original.tool_calls
+                        or not remaining
+                        or not self.executor.retry_allowed(trace)
+                    ):
+                        raise self._public(d, e) from e
+                    began = self._clock()
+                    follow = continuation_request(
+                        request, original.content, self._count(original.content)
+                    )
+                    try:
+                        (chunk, rest), d = await self.executor.open_stream(remaining, follow, trace)
+                    except ProviderError:
+                        raise self._public(d, e) from e
+                    trace.failover_s += self._clock() - began
+                    segment = Accumulator()
+                    continuing = True
             status = "ok"
         except ProviderError as e:
             status = e.code
-            raise self._public(d, e) from e
+            raise
         finally:
-            if usage:
-                tokens_in, tokens_out = usage["prompt_tokens"], usage["completion_tokens"]
-            else:
-                tokens_in, tokens_out = prompt_estimate, self._count("".join(text_parts))
+            if segment.usage:
+                tokens.append(
+                    (d, segment.usage["prompt_tokens"], segment.usage["completion_tokens"])
+                )
+            elif (status != "ok" or segment.chunks) and (not tokens or tokens[-1][0] is not d):
+                # No usage from the provider (a broken or cut stream): estimate it.
+                tokens.append((d, plan.prompt_tokens, self._count(segment.content)))
             self._record(
                 ctx,
-                d,
                 kind="chat",
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                started=started,
-                ttfb=ttfb,
-                stream=True,
+                trace=trace,
+                decision=plan.decision,
+                fallback=d,
+                tokens=tokens,
+                stream=request.stream,
                 status=status,
             )
-            close = getattr(upstream, "aclose", None)
+            close = getattr(rest, "aclose", None)
             if close is not None:
                 await close()
+
+    # --- embeddings --------------------------------------------------------------------------
 
     async def embed(
         self, ctx: CallContext, request: EmbeddingRequest
     ) -> tuple[EmbeddingResult, Deployment]:
-        d = self._choose(request.model, kind="embeddings")
+        name = self._default_embedding if request.model == AUTO else request.model
+        d = self.catalog.resolve(name, kind="embeddings")
+        policy = await self._policies(ctx.principal)
+        if not policy.allows(d):
+            raise InvalidRequest(
+                f"model: this tenant may not use '{d.id}'.", code="deployment_not_allowed"
+            )
+        if not d.available:
+            raise ServiceUnavailable(
+                f"The model '{d.id}' is not available on this server: {d.unavailable_reason}.",
+                code="model_unavailable",
+            )
         if not request.inputs:
             raise InvalidRequest("input: must not be empty.", code="empty_input")
-        too_long = [
-            i for i, text in enumerate(request.inputs) if self._count(text) > d.context_window * 4
-        ]
-        if too_long:
-            raise InvalidRequest(
-                f"input[{too_long[0]}]: far longer than the {d.context_window}-token input "
-                f"of '{d.id}'.",
-                code="context_length_exceeded",
-            )
-        provider = self._providers[d.provider]
-        started = self._clock()
+        trace = Trace(started=self._clock())
         try:
-            result = await provider.embed(d, request, self._deadlines)
+            result, d = await self.executor.embed([d], request, trace)
         except ProviderError as e:
             self._record(
                 ctx,
-                d,
                 kind="embeddings",
-                tokens_in=0,
-                tokens_out=0,
-                started=started,
-                ttfb=None,
+                trace=trace,
+                decision=None,
+                fallback=d,
+                tokens=[],
                 stream=False,
                 status=e.code,
             )
@@ -367,13 +372,16 @@ class Gateway:
         tokens = result.prompt_tokens or sum(self._count(t) for t in request.inputs)
         self._record(
             ctx,
-            d,
             kind="embeddings",
-            tokens_in=tokens,
-            tokens_out=0,
-            started=started,
-            ttfb=None,
+            trace=trace,
+            decision=None,
+            fallback=d,
+            tokens=[(d, tokens, 0)],
             stream=False,
             status="ok",
         )
         return result, d
+
+
+def _tried(trace: Trace) -> set[str]:
+    return {a.deployment for a in trace.attempts if not a.outcome.startswith("skipped")}

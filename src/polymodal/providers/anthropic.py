@@ -10,7 +10,6 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import orjson
 
 from polymodal.domain.catalog import Deployment
@@ -25,6 +24,7 @@ from polymodal.domain.errors import AuthFailed, BadRequest, ProviderError
 from polymodal.providers import anthropic_translate as translate
 from polymodal.providers import errors, sse
 from polymodal.providers.base import Deadlines, ProviderContext
+from polymodal.providers.http import UpstreamError
 from polymodal.providers.registry import register
 
 WIRE = translate.WIRE
@@ -47,10 +47,6 @@ _TYPE_STATUS = {
 # "prompt is too long: 208310 tokens > 200000 maximum" and
 # "input length and `max_tokens` exceed context limit: 198000 + 4096 > 200000".
 _CONTEXT_TOO_LONG = re.compile(r"prompt is too long|exceed context limit", re.IGNORECASE)
-
-
-def _timeout(deadlines: Deadlines, read_s: float) -> httpx.Timeout:
-    return httpx.Timeout(connect=deadlines.connect_s, read=read_s, write=read_s, pool=read_s)
 
 
 def _headers(deployment: Deployment) -> dict[str, str]:
@@ -77,7 +73,7 @@ def _error(
     )
 
 
-def error_from_response(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
     type_, message = "", ""
     try:
         error = orjson.loads(body).get("error") or {}
@@ -111,16 +107,17 @@ class AnthropicProvider:
         try:
             response = await self._http.post(
                 url,
-                content=orjson.dumps(translated.body),
-                headers=_headers(deployment),
-                timeout=_timeout(deadlines, deadlines.total_s),
+                orjson.dumps(translated.body),
+                _headers(deployment),
+                connect_s=deadlines.connect_s,
+                total_s=deadlines.total_s,
             )
-        except httpx.HTTPError as e:
+        except UpstreamError as e:
             raise errors.from_transport(e, provider=WIRE) from e
-        if response.status_code != 200:
-            raise error_from_response(response.status_code, response.content, response.headers)
+        if response.status != 200:
+            raise error_from_response(response.status, response.body, response.headers)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(response.body)
         except orjson.JSONDecodeError as e:
             raise errors.malformed(WIRE, "message body") from e
         return translate.completion(data, json_mode=translated.json_mode, model=deployment.model)
@@ -130,48 +127,41 @@ class AnthropicProvider:
     ) -> AsyncIterator[ChatChunk]:
         translated = translate.request_body(deployment, request, stream=True)
         url = deployment.base_url.rstrip("/") + "/v1/messages"
-        http_request = self._http.build_request(
-            "POST",
-            url,
-            content=orjson.dumps(translated.body),
-            headers=_headers(deployment),
-            # Reads below are bounded by sse.events' own first-chunk and idle deadlines.
-            timeout=_timeout(deadlines, max(deadlines.first_byte_s, deadlines.idle_s)),
-        )
         try:
-            response = await self._http.send(http_request, stream=True)
-        except httpx.HTTPError as e:
+            async with self._http.stream(
+                url,
+                orjson.dumps(translated.body),
+                _headers(deployment),
+                connect_s=deadlines.connect_s,
+                first_byte_s=deadlines.first_byte_s,
+            ) as response:
+                if response.status != 200:
+                    body = await response.read()
+                    raise error_from_response(response.status, body, response.headers)
+                state = translate.StreamTranslator(
+                    model=deployment.model, json_mode=translated.json_mode
+                )
+                events = sse.events(
+                    response, provider=WIRE, first_s=deadlines.first_byte_s, idle_s=deadlines.idle_s
+                )
+                async for event in events:
+                    try:
+                        data = orjson.loads(event.data)
+                    except orjson.JSONDecodeError as e:
+                        raise errors.malformed(WIRE, "stream event") from e
+                    if not isinstance(data, dict):
+                        raise errors.malformed(WIRE, "stream event")
+                    kind = str(data.get("type") or event.event)
+                    if kind == "error":
+                        raise _stream_error(data)
+                    for chunk in state.feed(kind, data):
+                        yield chunk
+                    if state.done:
+                        break
+                if not state.done:
+                    raise errors.truncated(WIRE)
+        except UpstreamError as e:
             raise errors.from_transport(e, provider=WIRE) from e
-        try:
-            if response.status_code != 200:
-                body = await response.aread()
-                raise error_from_response(response.status_code, body, response.headers)
-            state = translate.StreamTranslator(
-                model=deployment.model, json_mode=translated.json_mode
-            )
-            events = sse.events(
-                response, provider=WIRE, first_s=deadlines.first_byte_s, idle_s=deadlines.idle_s
-            )
-            async for event in events:
-                try:
-                    data = orjson.loads(event.data)
-                except orjson.JSONDecodeError as e:
-                    raise errors.malformed(WIRE, "stream event") from e
-                if not isinstance(data, dict):
-                    raise errors.malformed(WIRE, "stream event")
-                kind = str(data.get("type") or event.event)
-                if kind == "error":
-                    raise _stream_error(data)
-                for chunk in state.feed(kind, data):
-                    yield chunk
-                if state.done:
-                    break
-            if not state.done:
-                raise errors.truncated(WIRE)
-        except httpx.HTTPError as e:
-            raise errors.from_transport(e, provider=WIRE) from e
-        finally:
-            await response.aclose()
 
     async def embed(
         self, deployment: Deployment, request: EmbeddingRequest, deadlines: Deadlines

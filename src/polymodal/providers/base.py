@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
-
 from polymodal.domain.catalog import Deployment
 from polymodal.domain.chat import (
     ChatChunk,
@@ -16,6 +14,7 @@ from polymodal.domain.chat import (
     EmbeddingRequest,
     EmbeddingResult,
 )
+from polymodal.providers.http import Upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +31,7 @@ class Deadlines:
 class ProviderContext:
     """Shared by every adapter in a process: one pooled HTTP client, local-model limits."""
 
-    http: httpx.AsyncClient
+    http: Upstream
     local_threads: int = 1
     local_max_concurrency: int = 1
     local_context_size: int = 4096

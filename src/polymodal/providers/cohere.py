@@ -6,10 +6,9 @@ documents are embedded differently (``input_type``), which retrieval quality dep
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import orjson
 
 from polymodal.domain.catalog import Deployment
@@ -23,6 +22,7 @@ from polymodal.domain.chat import (
 from polymodal.domain.errors import BadRequest, ProviderError
 from polymodal.providers import errors
 from polymodal.providers.base import Deadlines, ProviderContext
+from polymodal.providers.http import UpstreamError
 from polymodal.providers.registry import register
 
 WIRE = "cohere"
@@ -32,10 +32,6 @@ _INPUT_TYPES = {"query": "search_query", "document": "search_document"}
 _EMBEDDINGS_ONLY = "cohere deployments serve embeddings only"
 
 
-def _timeout(deadlines: Deadlines, read_s: float) -> httpx.Timeout:
-    return httpx.Timeout(connect=deadlines.connect_s, read=read_s, write=read_s, pool=read_s)
-
-
 def _headers(deployment: Deployment) -> dict[str, str]:
     headers = {"content-type": "application/json", "accept": "application/json"}
     if deployment.api_key:
@@ -43,7 +39,7 @@ def _headers(deployment: Deployment) -> dict[str, str]:
     return headers
 
 
-def error_from_response(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
     try:
         data = orjson.loads(body)
         message = str(data.get("message") or "") if isinstance(data, dict) else ""
@@ -75,16 +71,17 @@ class CohereProvider:
         try:
             response = await self._http.post(
                 deployment.base_url.rstrip("/") + "/v1/embed",
-                content=orjson.dumps(payload),
-                headers=_headers(deployment),
-                timeout=_timeout(deadlines, deadlines.total_s),
+                orjson.dumps(payload),
+                _headers(deployment),
+                connect_s=deadlines.connect_s,
+                total_s=deadlines.total_s,
             )
-        except httpx.HTTPError as e:
+        except UpstreamError as e:
             raise errors.from_transport(e, provider=WIRE) from e
-        if response.status_code != 200:
-            raise error_from_response(response.status_code, response.content, response.headers)
+        if response.status != 200:
+            raise error_from_response(response.status, response.body, response.headers)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(response.body)
             vectors = [[float(v) for v in vector] for vector in data["embeddings"]["float"]]
             billed = (data.get("meta") or {}).get("billed_units") or {}
             tokens = int(billed.get("input_tokens") or 0)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
-
-import httpx
 
 from polymodal.domain.errors import (
     AuthFailed,
@@ -18,25 +17,30 @@ from polymodal.domain.errors import (
     Timeout,
     Unavailable,
 )
+from polymodal.providers.http import UpstreamError
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms`` (OpenAI), ``Retry-After`` seconds, or an HTTP date."""
     if ms := headers.get("retry-after-ms"):
         try:
-            return max(float(ms) / 1000, 0.0)
+            millis = float(ms)
         except ValueError:
-            pass
+            millis = math.nan
+        if math.isfinite(millis):
+            return max(millis / 1000, 0.0)
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):  # neither seconds nor a date: ignore it
             return None
         return max(parsed.timestamp() - time.time(), 0.0)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def from_status(
@@ -65,12 +69,14 @@ def from_status(
     return BadRequest(text, provider=provider, upstream_status=status)
 
 
-def from_transport(error: httpx.HTTPError, *, provider: str) -> ProviderError:
-    """Connection-level failures: timeouts are `Timeout`, everything else `Unavailable`."""
-    kind = type(error).__name__
-    if isinstance(error, httpx.TimeoutException):
-        return Timeout(f"{provider}: {kind}", provider=provider)
-    return Unavailable(f"{provider}: {kind}", provider=provider)
+def from_transport(error: UpstreamError, *, provider: str) -> ProviderError:
+    """Connection-level failures: timeouts are `Timeout`, a connection dropped mid-body is
+    a truncation, everything else `Unavailable`."""
+    if error.kind == "timeout":
+        return Timeout(f"{provider}: {error}", provider=provider)
+    if error.kind == "disconnected":
+        return truncated(provider)
+    return Unavailable(f"{provider}: {error}", provider=provider)
 
 
 def malformed(provider: str, what: str) -> Unavailable:

@@ -11,7 +11,6 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import orjson
 
 from polymodal.domain.catalog import Deployment
@@ -26,6 +25,7 @@ from polymodal.domain.errors import AuthFailed, BadRequest, ProviderError
 from polymodal.providers import errors, sse
 from polymodal.providers import gemini_translate as translate
 from polymodal.providers.base import Deadlines, ProviderContext
+from polymodal.providers.http import UpstreamError
 from polymodal.providers.registry import register
 
 WIRE = translate.WIRE
@@ -39,10 +39,6 @@ _CONTEXT_TOO_LONG = re.compile(
     r"token count.*exceeds|exceeds the maximum number of tokens", re.IGNORECASE
 )
 _RETRY_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
-
-
-def _timeout(deadlines: Deadlines, read_s: float) -> httpx.Timeout:
-    return httpx.Timeout(connect=deadlines.connect_s, read=read_s, write=read_s, pool=read_s)
 
 
 def _headers(deployment: Deployment) -> dict[str, str]:
@@ -80,7 +76,7 @@ def _error(status: int, error: dict[str, Any], headers: Mapping[str, str]) -> Pr
     )
 
 
-def error_from_response(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
     try:
         data = orjson.loads(body)
         if isinstance(data, list) and data:  # the JSON-array stream wraps errors too
@@ -115,16 +111,17 @@ class GeminiProvider:
         try:
             response = await self._http.post(
                 _url(deployment, method),
-                content=orjson.dumps(payload),
-                headers=_headers(deployment),
-                timeout=_timeout(deadlines, deadlines.total_s),
+                orjson.dumps(payload),
+                _headers(deployment),
+                connect_s=deadlines.connect_s,
+                total_s=deadlines.total_s,
             )
-        except httpx.HTTPError as e:
+        except UpstreamError as e:
             raise errors.from_transport(e, provider=WIRE) from e
-        if response.status_code != 200:
-            raise error_from_response(response.status_code, response.content, response.headers)
+        if response.status != 200:
+            raise error_from_response(response.status, response.body, response.headers)
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(response.body)
         except orjson.JSONDecodeError as e:
             raise errors.malformed(WIRE, f"{method} body") from e
 
@@ -151,47 +148,39 @@ class GeminiProvider:
     ) -> AsyncIterator[ChatChunk]:
         self._check_chat(deployment)
         translated = translate.request_body(deployment, request)
-        http_request = self._http.build_request(
-            "POST",
-            _url(deployment, "streamGenerateContent"),
-            params={"alt": "sse"},
-            content=orjson.dumps(translated.body),
-            headers=_headers(deployment),
-            # Reads below are bounded by sse.events' own first-chunk and idle deadlines.
-            timeout=_timeout(deadlines, max(deadlines.first_byte_s, deadlines.idle_s)),
-        )
         try:
-            response = await self._http.send(http_request, stream=True)
-        except httpx.HTTPError as e:
-            raise errors.from_transport(e, provider=WIRE) from e
-        try:
-            if response.status_code != 200:
-                body = await response.aread()
-                raise error_from_response(response.status_code, body, response.headers)
-            state = translate.StreamTranslator(
-                model=deployment.model, single_tool_call=translated.single_tool_call
-            )
-            events = sse.events(
-                response, provider=WIRE, first_s=deadlines.first_byte_s, idle_s=deadlines.idle_s
-            )
-            async for event in events:
-                try:
-                    data = orjson.loads(event.data)
-                except orjson.JSONDecodeError as e:
-                    raise errors.malformed(WIRE, "stream event") from e
-                if not isinstance(data, dict):
-                    raise errors.malformed(WIRE, "stream event")
-                if "error" in data:
-                    raise _stream_error(data["error"])
-                for chunk in state.feed(data):
+            async with self._http.stream(
+                _url(deployment, "streamGenerateContent") + "?alt=sse",
+                orjson.dumps(translated.body),
+                _headers(deployment),
+                connect_s=deadlines.connect_s,
+                first_byte_s=deadlines.first_byte_s,
+            ) as response:
+                if response.status != 200:
+                    body = await response.read()
+                    raise error_from_response(response.status, body, response.headers)
+                state = translate.StreamTranslator(
+                    model=deployment.model, single_tool_call=translated.single_tool_call
+                )
+                events = sse.events(
+                    response, provider=WIRE, first_s=deadlines.first_byte_s, idle_s=deadlines.idle_s
+                )
+                async for event in events:
+                    try:
+                        data = orjson.loads(event.data)
+                    except orjson.JSONDecodeError as e:
+                        raise errors.malformed(WIRE, "stream event") from e
+                    if not isinstance(data, dict):
+                        raise errors.malformed(WIRE, "stream event")
+                    if "error" in data:
+                        raise _stream_error(data["error"])
+                    for chunk in state.feed(data):
+                        yield chunk
+                # The stream has no terminator: it ends when the connection closes.
+                for chunk in state.finish():
                     yield chunk
-            # The stream has no terminator: it ends when the connection closes.
-            for chunk in state.finish():
-                yield chunk
-        except httpx.HTTPError as e:
+        except UpstreamError as e:
             raise errors.from_transport(e, provider=WIRE) from e
-        finally:
-            await response.aclose()
 
     async def embed(
         self, deployment: Deployment, request: EmbeddingRequest, deadlines: Deadlines

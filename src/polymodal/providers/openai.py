@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
-import httpx
 import orjson
 
 from polymodal.domain.catalog import Deployment
@@ -27,15 +26,12 @@ from polymodal.domain.chat import (
 from polymodal.domain.errors import ProviderError
 from polymodal.providers import errors, sse
 from polymodal.providers.base import Deadlines, ProviderContext
+from polymodal.providers.http import UpstreamError
 from polymodal.providers.registry import register
 
 WIRE = "openai"
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 _FILTER_CODES = frozenset({"content_filter", "content_policy_violation"})
-
-
-def _timeout(deadlines: Deadlines, read_s: float) -> httpx.Timeout:
-    return httpx.Timeout(connect=deadlines.connect_s, read=read_s, write=read_s, pool=read_s)
 
 
 def _headers(deployment: Deployment) -> dict[str, str]:
@@ -45,7 +41,7 @@ def _headers(deployment: Deployment) -> dict[str, str]:
     return headers
 
 
-def error_from_response(status: int, body: bytes, headers: httpx.Headers) -> ProviderError:
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
     message, code, type_ = "", "", ""
     try:
         error = orjson.loads(body).get("error") or {}
@@ -104,16 +100,17 @@ class OpenAIProvider:
         try:
             response = await self._http.post(
                 url,
-                content=_body(deployment, request, stream=False),
-                headers=_headers(deployment),
-                timeout=_timeout(deadlines, deadlines.total_s),
+                _body(deployment, request, stream=False),
+                _headers(deployment),
+                connect_s=deadlines.connect_s,
+                total_s=deadlines.total_s,
             )
-        except httpx.HTTPError as e:
+        except UpstreamError as e:
             raise errors.from_transport(e, provider=WIRE) from e
-        if response.status_code != 200:
-            raise error_from_response(response.status_code, response.content, response.headers)
+        if response.status != 200:
+            raise error_from_response(response.status, response.body, response.headers)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(response.body)
         except orjson.JSONDecodeError as e:
             raise errors.malformed(WIRE, "completion body") from e
         return _check_completion(data)
@@ -122,49 +119,40 @@ class OpenAIProvider:
         self, deployment: Deployment, request: ChatRequest, deadlines: Deadlines
     ) -> AsyncIterator[ChatChunk]:
         url = deployment.base_url.rstrip("/") + "/chat/completions"
-        http_request = self._http.build_request(
-            "POST",
-            url,
-            content=_body(deployment, request, stream=True),
-            headers=_headers(deployment),
-            # Reads below are bounded by sse.events' own first-chunk and idle deadlines.
-            timeout=_timeout(deadlines, max(deadlines.first_byte_s, deadlines.idle_s)),
-        )
         try:
-            response = await self._http.send(http_request, stream=True)
-        except httpx.HTTPError as e:
+            async with self._http.stream(
+                url,
+                _body(deployment, request, stream=True),
+                _headers(deployment),
+                connect_s=deadlines.connect_s,
+                first_byte_s=deadlines.first_byte_s,
+            ) as response:
+                if response.status != 200:
+                    body = await response.read()
+                    raise error_from_response(response.status, body, response.headers)
+                done = False
+                stream = sse.events(
+                    response, provider=WIRE, first_s=deadlines.first_byte_s, idle_s=deadlines.idle_s
+                )
+                async for event in stream:
+                    if event.data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = orjson.loads(event.data)
+                    except orjson.JSONDecodeError as e:
+                        raise errors.malformed(WIRE, "stream chunk") from e
+                    if not isinstance(chunk, dict):
+                        raise errors.malformed(WIRE, "stream chunk")
+                    if "error" in chunk:  # an in-band error event mid-stream
+                        raise errors.from_status(502, str(chunk["error"])[:200], provider=WIRE)
+                    if not isinstance(chunk.get("choices"), list):
+                        raise errors.malformed(WIRE, "stream chunk")
+                    yield cast(ChatChunk, chunk)
+                if not done:
+                    raise errors.truncated(WIRE)
+        except UpstreamError as e:
             raise errors.from_transport(e, provider=WIRE) from e
-        try:
-            if response.status_code != 200:
-                body = await response.aread()
-                raise error_from_response(response.status_code, body, response.headers)
-            done = False
-            stream = sse.events(
-                response, provider=WIRE, first_s=deadlines.first_byte_s, idle_s=deadlines.idle_s
-            )
-            async for event in stream:
-                if event.data == "[DONE]":
-                    done = True
-                    break
-                try:
-                    chunk = orjson.loads(event.data)
-                except orjson.JSONDecodeError as e:
-                    raise errors.malformed(WIRE, "stream chunk") from e
-                if not isinstance(chunk, dict):
-                    raise errors.malformed(WIRE, "stream chunk")
-                if "error" in chunk:  # an in-band error event mid-stream
-                    raise errors.from_status(502, str(chunk["error"])[:200], provider=WIRE)
-                if not isinstance(chunk.get("choices"), list):
-                    raise errors.malformed(WIRE, "stream chunk")
-                yield cast(ChatChunk, chunk)
-            if not done:
-                raise errors.truncated(WIRE)
-        except httpx.RemoteProtocolError as e:  # the connection dropped mid-body
-            raise errors.truncated(WIRE) from e
-        except httpx.HTTPError as e:
-            raise errors.from_transport(e, provider=WIRE) from e
-        finally:
-            await response.aclose()
 
     async def embed(
         self, deployment: Deployment, request: EmbeddingRequest, deadlines: Deadlines
@@ -180,16 +168,17 @@ class OpenAIProvider:
         try:
             response = await self._http.post(
                 url,
-                content=orjson.dumps(payload),
-                headers=_headers(deployment),
-                timeout=_timeout(deadlines, deadlines.total_s),
+                orjson.dumps(payload),
+                _headers(deployment),
+                connect_s=deadlines.connect_s,
+                total_s=deadlines.total_s,
             )
-        except httpx.HTTPError as e:
+        except UpstreamError as e:
             raise errors.from_transport(e, provider=WIRE) from e
-        if response.status_code != 200:
-            raise error_from_response(response.status_code, response.content, response.headers)
+        if response.status != 200:
+            raise error_from_response(response.status, response.body, response.headers)
         try:
-            data = orjson.loads(response.content)
+            data = orjson.loads(response.body)
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = [
                 _decode_base64_vector(v) if isinstance(v := item["embedding"], str) else v

@@ -1,4 +1,4 @@
-"""Server-sent events over an httpx streaming response, with stream deadlines."""
+"""Server-sent events over a streaming upstream response, with stream deadlines."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
-
 from polymodal.domain.errors import Timeout
+from polymodal.providers.http import StreamResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,14 +17,14 @@ class Event:
 
 
 async def events(
-    response: httpx.Response, *, provider: str, first_s: float, idle_s: float
+    response: StreamResponse, *, provider: str, first_s: float, idle_s: float
 ) -> AsyncIterator[Event]:
     """Yield each event (``event:`` name, default "message", and joined ``data:`` lines).
 
     The first event must arrive within ``first_s`` of the headers and each later line
     within ``idle_s`` of the one before; otherwise `Timeout` (a hung or stalled stream).
     """
-    lines = response.aiter_lines()
+    lines = response.lines()
     name = "message"
     data: list[str] = []
     limit = first_s

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import asdict
+from dataclasses import fields
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,6 +20,12 @@ from polymodal.domain.usage import UsageRecord
 from polymodal.observability.logging import get_logger
 
 log = get_logger("polymodal.usage")
+_FIELDS = tuple(f.name for f in fields(UsageRecord))
+
+
+def _row(record: UsageRecord) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies every value; the ledger writes many rows.
+    return {name: getattr(record, name) for name in _FIELDS}
 
 
 class UsageRecorder:
@@ -74,7 +81,7 @@ class UsageRecorder:
                 batch = self._pending[: self._batch]
                 try:
                     async with self._sessions() as session, session.begin():
-                        await system.insert_usage(session, rows=[asdict(r) for r in batch])
+                        await system.insert_usage(session, rows=[_row(r) for r in batch])
                 except Exception:  # the database is down: keep the rows, try again later
                     self.failed_writes += 1
                     log.warning("usage write failed; will retry", pending=len(self._pending))

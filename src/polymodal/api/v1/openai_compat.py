@@ -30,7 +30,8 @@ from polymodal.domain.chat import (
     Tool,
 )
 from polymodal.domain.errors import InvalidRequest, PolymodalError
-from polymodal.gateway.service import CallContext
+from polymodal.domain.principal import Principal
+from polymodal.gateway.service import CallContext, Routed
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -66,12 +67,19 @@ class ChatCompletionIn(BaseModel):
     parallel_tool_calls: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    fallbacks: list[str] | None = Field(
+        default=None,
+        max_length=10,
+        description="Deployments to try, in order, when `model` fails (LiteLLM's field name).",
+    )
 
 
 def to_chat_request(body: ChatCompletionIn) -> ChatRequest:
     data = body.model_dump(exclude_unset=True, exclude_none=True)
     params = {k: data[k] for k in COMMON_PARAMS if k in data}
     params.update(body.model_extra or {})
+    if body.fallbacks is not None:
+        params["fallbacks"] = list(body.fallbacks)
     if isinstance(params.get("stop"), str):
         params["stop"] = [params["stop"]]
     return ChatRequest(
@@ -83,8 +91,21 @@ def to_chat_request(body: ChatCompletionIn) -> ChatRequest:
     )
 
 
-def _route_headers(deployment_id: str) -> dict[str, str]:
-    return {"x-polymodal-deployment": deployment_id}
+TIER_HEADER = "x-polymodal-tier"
+
+
+def _route_headers(routed: Routed) -> dict[str, str]:
+    d = routed.trace.deployment
+    return {"x-polymodal-deployment": d.id if d else "", "x-polymodal-route": routed.header()}
+
+
+def _context(request: Request, principal: Principal, feature: str = "api") -> CallContext:
+    return CallContext(
+        principal,
+        feature,
+        request.scope.get("state", {}).get("request_id", ""),
+        tier_header=request.headers.get(TIER_HEADER),
+    )
 
 
 async def _sse(stream: AsyncIterator[ChatChunk], include_usage: bool) -> AsyncIterator[bytes]:
@@ -109,16 +130,16 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     """Create a chat completion (streaming with `stream: true`)."""
     chat = to_chat_request(body)
-    ctx = CallContext(principal, "api", request.scope.get("state", {}).get("request_id", ""))
+    ctx = _context(request, principal)
     if chat.stream:
-        stream, deployment = await state.gateway.chat_stream(ctx, chat)
+        stream, routed = await state.gateway.chat_stream(ctx, chat)
         return StreamingResponse(
             _sse(stream, chat.include_usage),
             media_type="text/event-stream",
-            headers={**SSE_HEADERS, **_route_headers(deployment.id)},
+            headers={**SSE_HEADERS, **_route_headers(routed)},
         )
-    result, deployment = await state.gateway.chat(ctx, chat)
-    return JSONResponse(result, headers=_route_headers(deployment.id))
+    result, routed = await state.gateway.chat(ctx, chat)
+    return JSONResponse(result, headers=_route_headers(routed))
 
 
 class EmbeddingsIn(BaseModel):
@@ -162,8 +183,7 @@ async def embeddings(
         dimensions=body.dimensions,
         input_type=body.input_type,
     )
-    ctx = CallContext(principal, "api", request.scope.get("state", {}).get("request_id", ""))
-    result, deployment = await state.gateway.embed(ctx, req)
+    result, deployment = await state.gateway.embed(_context(request, principal), req)
     return JSONResponse(
         {
             "object": "list",
@@ -174,7 +194,7 @@ async def embeddings(
             "model": result.model,
             "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
         },
-        headers=_route_headers(deployment.id),
+        headers={"x-polymodal-deployment": deployment.id},
     )
 
 

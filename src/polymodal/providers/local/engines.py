@@ -40,6 +40,8 @@ __all__ = [
     "ChatResult",
     "ContextLengthExceeded",
     "EmbeddingEngine",
+    "EmbeddingKind",
+    "FinishReason",
     "LocalModelError",
     "ModelPackageMissing",
     "count_openai_tokens",
@@ -393,6 +395,8 @@ class ChatEngine:
             )
             response = conn.getresponse()
             payload = json.loads(response.read() or b"{}")
+        except (OSError, ValueError) as exc:
+            raise LocalModelError(f"llama.cpp {path} at {address} failed: {exc}") from exc
         finally:
             conn.close()
         if response.status != 200 or not isinstance(payload, dict):
