@@ -130,3 +130,14 @@ def test_serve_refuses_an_unreachable_database_with_one_line(tmp_path: Path) -> 
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "POLYMODAL_DATABASE_URL: database unreachable" in result.stderr
+
+
+def test_serve_refuses_a_route_to_a_missing_deployment(tmp_path: Path) -> None:
+    (tmp_path / "polymodal.yaml").write_text(
+        "routes:\n  simple: [ghost-model]\n"
+        "  complex: [local-smollm2]\n  critical: [local-smollm2]\n"
+    )
+    result = _polymodal(["serve"], {}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "routes.simple: names missing deployment 'ghost-model'" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -19,6 +20,7 @@ from polymodal.db import migrate as migrations
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.domain.errors import PolymodalError
 from polymodal.gateway.catalog import CatalogError
+from polymodal.gateway.routing import RoutesError
 from polymodal.settings import Settings, SettingsError, load_settings, settings_markdown
 from polymodal.tenancy import admin as admin_service
 
@@ -93,8 +95,9 @@ def serve(
 
     try:
         http = gateway_factory.http_client(settings)
-        gateway_factory.catalog(settings, os.environ, gateway_factory.providers(settings, http))
-    except CatalogError as e:
+        providers = gateway_factory.providers(settings, http)
+        gateway_factory.routes(settings, gateway_factory.catalog(settings, os.environ, providers))
+    except (CatalogError, RoutesError) as e:
         _fail(f"cannot start: {e}", 2)
 
     async def preflight() -> str | None:
@@ -163,6 +166,40 @@ def tenant_create(
         lambda s: admin_service.create_tenant(s, name=name, plan=plan, actor=CLI_ACTOR),
     )
     typer.echo(f"{tenant.id}\t{tenant.name}\t{tenant.plan}")
+
+
+@tenant_app.command("policy")
+def tenant_policy(
+    name: str,
+    allowed_providers: Annotated[
+        list[str] | None, typer.Option(help="Only these provider wires (repeatable).")
+    ] = None,
+    allowed_deployments: Annotated[
+        list[str] | None, typer.Option(help="Only these deployments (repeatable).")
+    ] = None,
+    max_tier: Annotated[str | None, typer.Option(help="simple, complex or critical.")] = None,
+    default_tier: Annotated[
+        str | None, typer.Option(help="Tier for model 'auto' instead of classifying.")
+    ] = None,
+    continue_streams: Annotated[
+        bool, typer.Option(help="Continue broken streams on another deployment.")
+    ] = True,
+) -> None:
+    """Set a tenant's routing policy (replaces the previous one)."""
+    policy: dict[str, object] = {"continue_streams": continue_streams}
+    if allowed_providers:
+        policy["allowed_providers"] = allowed_providers
+    if allowed_deployments:
+        policy["allowed_deployments"] = allowed_deployments
+    if max_tier:
+        policy["max_tier"] = max_tier
+    if default_tier:
+        policy["default_tier"] = default_tier
+    saved = _run(
+        _settings(),
+        lambda s: admin_service.set_routing_policy(s, tenant=name, policy=policy, actor=CLI_ACTOR),
+    )
+    typer.echo(json.dumps(saved, sort_keys=True))
 
 
 @tenant_app.command("list")

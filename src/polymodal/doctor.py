@@ -92,8 +92,36 @@ async def run_checks(settings: Settings) -> list[Check]:
         await add("objects", "local folder", _to_thread(_writable, folder))
     else:
         results.append(Check("objects", "s3", "skip", "S3 checks arrive with the media issue"))
-    results.append(Check("models", "catalog", "skip", "model providers arrive with the gateway"))
+    results.extend(_models(settings))
     return results
+
+
+def _models(settings: Settings) -> list[Check]:
+    """Which deployments can serve here: keys present, local model packages installed."""
+    import os
+
+    from polymodal import wiring
+
+    try:
+        providers = wiring.providers(settings, wiring.http_client(settings))
+        catalog = wiring.catalog(settings, os.environ, providers)
+        wiring.routes(settings, catalog)
+    except ValueError as e:  # CatalogError / RoutesError: configuration mistakes
+        return [Check("models", "catalog", "fail", str(e))]
+    available = [d for d in catalog if d.available]
+    checks = [
+        Check(
+            "models",
+            "catalog",
+            "ok" if available else "fail",
+            f"{len(available)} of {len(catalog)} deployments available",
+        )
+    ]
+    for d in catalog:
+        if d.provider == "local":
+            status: Status = "ok" if d.available else "fail"
+            checks.append(Check("models", d.id, status, d.unavailable_reason or "installed"))
+    return checks
 
 
 async def _ok(detail: str) -> str:

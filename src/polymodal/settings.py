@@ -84,19 +84,24 @@ class RoutesSpec(BaseModel):
             "local-smollm2",
         ]
     )
+    # complex: strong reasoning at a fraction of the top model's price; critical: the top
+    # model. Deployments whose key is unset are skipped, so on the embedded profile every
+    # tier ends on the local model.
     complex: list[str] = Field(
         default_factory=lambda: [
-            "anthropic-claude-sonnet",
-            "openai-gpt-4o",
+            "openai-o4-mini",
+            "deepseek-reasoner",
             "gemini-2.5-pro",
+            "anthropic-claude-sonnet",
             "local-smollm2",
         ]
     )
     critical: list[str] = Field(
         default_factory=lambda: [
-            "openai-gpt-4o",
             "anthropic-claude-opus",
+            "openai-gpt-4.1",
             "anthropic-claude-sonnet",
+            "gemini-2.5-pro",
             "local-smollm2",
         ]
     )

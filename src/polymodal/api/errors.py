@@ -43,8 +43,11 @@ async def _polymodal_error(_: Request, exc: Exception) -> JSONResponse:
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int | float):
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    param = getattr(exc, "param", None)
     return JSONResponse(
-        error_body(exc.type, exc.message, exc.code), status_code=exc.status, headers=headers
+        error_body(exc.type, exc.message, exc.code, param=param if isinstance(param, str) else None),
+        status_code=exc.status,
+        headers=headers,
     )
 
 

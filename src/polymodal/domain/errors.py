@@ -29,6 +29,18 @@ class InvalidRequest(PolymodalError):
     code = "invalid_request"
 
 
+class ValidationFailed(InvalidRequest):
+    """Well-formed input that breaks a rule (422). ``param`` names the offending field,
+    e.g. ``inputs.facts``; the message already starts with it."""
+
+    status = 422
+    code = "validation_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.param = param
+
+
 class PayloadTooLarge(InvalidRequest):
     status = 413
     code = "payload_too_large"
@@ -132,6 +144,15 @@ class ContentFiltered(ProviderError):
     status = 400
     type = "invalid_request_error"
     code = "content_filtered"
+    retryable = False
+
+
+class InvalidModelOutput(ProviderError):
+    """The model answered, but not in the required shape (e.g. JSON that breaks the
+    template's schema) even after a repair attempt."""
+
+    status = 502
+    code = "invalid_model_output"
     retryable = False
 
 

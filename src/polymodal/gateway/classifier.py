@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
+import ahocorasick
 import yaml
 
 from polymodal.domain.chat import ChatRequest, Message
 
+CUE_WINDOW = 2000  # characters read at each end of a long message
 LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl", "ja", "zh", "ar")
 TASK_ORDER = (
     "translation",
@@ -53,17 +55,36 @@ class RouteDecision:
 
 
 @cache
-def _cues() -> dict[str, dict[str, tuple[str, ...]]]:
-    """cues.yaml flattened: key -> all languages' cues (matching is language-agnostic, so a
-    German request with an English keyword still counts)."""
+def _automaton() -> Any:
+    """All cues of cues.yaml in one Aho-Corasick automaton: one pass over the text finds
+    every cue of every key, whatever the number of cues (matching is language-agnostic,
+    so a German request with an English keyword still counts)."""
     text = resources.files("polymodal.gateway").joinpath("cues.yaml").read_text("utf-8")
     data: dict[str, Any] = yaml.safe_load(text)
-    flat: dict[str, dict[str, tuple[str, ...]]] = {"tasks": {}, "signals": {}}
+    automaton = ahocorasick.Automaton()
+    keys: dict[str, set[str]] = {}
     for group in ("tasks", "signals"):
         for key, by_language in (data.get(group) or {}).items():
-            cues = {c.lower() for cues in by_language.values() for c in cues}
-            flat[group][key] = tuple(sorted(cues))
-    return flat
+            for cues in by_language.values():
+                for cue in cues:
+                    keys.setdefault(cue.lower(), set()).add(key)
+    for cue, owners in keys.items():
+        automaton.add_word(cue, (cue, tuple(sorted(owners))))
+    automaton.make_automaton()
+    return automaton
+
+
+def cue_hits(text: str) -> dict[str, int]:
+    """How many distinct cues of each key occur in ``text`` (already normalised)."""
+    seen: set[str] = set()
+    counts: dict[str, int] = {}
+    for _, (cue, owners) in _automaton().iter(text):
+        if cue in seen:
+            continue
+        seen.add(cue)
+        for key in owners:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _normalize(text: str) -> str:
@@ -87,10 +108,6 @@ def _has_image(messages: list[Message]) -> bool:
     return False
 
 
-def _hits(text: str, cues: tuple[str, ...]) -> int:
-    return sum(1 for cue in cues if cue in text)
-
-
 class Classifier:
     def __init__(
         self,
@@ -109,8 +126,11 @@ class Classifier:
         messages = request.messages
         users = [m for m in messages if m["role"] == "user"]
         last = _text(users[-1]) if users else ""
-        text = _normalize(last)
-        cues = _cues()
+        # The instruction is at the start or the end of a long message; a pasted document
+        # in the middle would only add noise (and time).
+        if len(last) > 2 * CUE_WINDOW:
+            last = last[:CUE_WINDOW] + "\n" + last[-CUE_WINDOW:]
+        hits = cue_hits(_normalize(last))
         reasons: list[str] = []
 
         input_tokens = sum(self._count(_text(m)) for m in messages)
@@ -119,13 +139,13 @@ class Classifier:
         # --- task: the first task whose cues appear, by a fixed precedence -----------
         task, task_hits = "chat", 0
         for candidate in TASK_ORDER:
-            hits = _hits(text, cues["tasks"].get(candidate, ()))
+            count = hits.get(candidate, 0)
             if candidate == "code" and (_CODE_FENCE.search(last) or _CODE_SYNTAX.search(last)):
-                hits += 2
+                count += 2
             if candidate == "math" and _MATH.search(last):
-                hits += 2
-            if hits > task_hits:
-                task, task_hits = candidate, hits
+                count += 2
+            if count > task_hits:
+                task, task_hits = candidate, count
         if request.params.get("tools") and task == "chat":
             task = "extraction" if request.params.get("tool_choice") not in (None, "auto") else task
         fmt = (request.params.get("response_format") or {}).get("type")
@@ -134,13 +154,12 @@ class Classifier:
         reasons.append(f"task={task}" + (f" ({task_hits} cues)" if task_hits else " (default)"))
 
         # --- tier: a score over difficulty signals ----------------------------------------
-        signals = cues["signals"]
         score = 0.0
-        multi = _hits(text, signals.get("multi_step", ()))
-        constraints = _hits(text, signals.get("constraints", ()))
-        long_out = _hits(text, signals.get("long_output", ()))
-        stakes = _hits(text, signals.get("high_stakes", ()))
-        brief = _hits(text, signals.get("brief", ()))
+        multi = hits.get("multi_step", 0)
+        constraints = hits.get("constraints", 0)
+        long_out = hits.get("long_output", 0)
+        stakes = hits.get("high_stakes", 0)
+        brief = hits.get("brief", 0)
         if multi:
             score += 1.5 * min(multi, 3)
             reasons.append(f"multi-step cues x{multi}")
@@ -207,10 +226,3 @@ def detect_language_langid(text: str) -> str:
 
     code, _ = py3langid.classify(text[:2000])
     return str(code) if code in LANGUAGES else "other"
-
-
-def task_counts(decisions: list[RouteDecision]) -> Mapping[str, int]:
-    counts: dict[str, int] = {}
-    for d in decisions:
-        counts[d.task] = counts.get(d.task, 0) + 1
-    return counts

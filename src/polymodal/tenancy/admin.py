@@ -209,3 +209,47 @@ def write_key_file(path: Path, secret: str) -> None:
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
     path.write_text(secret + "\n", encoding="utf-8")
+
+
+ROUTING_POLICY_KEYS = frozenset(
+    {"allowed_providers", "allowed_deployments", "max_tier", "default_tier", "continue_streams"}
+)
+TIER_NAMES = ("simple", "complex", "critical")
+
+
+async def set_routing_policy(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    tenant: str,
+    policy: dict[str, object],
+    actor: str,
+) -> dict[str, object]:
+    """Replace a tenant's routing policy (which providers/deployments, tier bounds)."""
+    unknown = sorted(set(policy) - ROUTING_POLICY_KEYS)
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown routing policy key", code="invalid_policy")
+    for key in ("max_tier", "default_tier"):
+        value = policy.get(key)
+        if value is not None and value not in TIER_NAMES:
+            raise InvalidRequest(
+                f"{key}: must be one of {', '.join(TIER_NAMES)}", code="invalid_policy"
+            )
+    for key in ("allowed_providers", "allowed_deployments"):
+        value = policy.get(key)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+        ):
+            raise InvalidRequest(f"{key}: must be a list of names", code="invalid_policy")
+    async with sessions() as session, session.begin():
+        t = await _tenant(session, tenant)
+        await repositories.set_tenant_policy(session, tenant_id=t.id, policy=dict(policy))
+        await repositories.append_audit(
+            session,
+            tenant_id=t.id,
+            actor=actor,
+            action="tenant.policy",
+            target=str(t.id),
+            data=dict(policy),
+            at=_now(),
+        )
+    return dict(policy)

@@ -457,13 +457,13 @@ class _E5Tokenizer:
                 off += 5
                 norm[cp] = "".join(map(chr, struct.unpack_from(f"<{n_out}I", mm, off)))
                 off += 4 * n_out
-        vocab: dict[str, int] = {}
+        vocab: dict[bytes, int] = {}  # UTF-8 piece -> id; the first of duplicates wins
         max_bytes = 1
         for i in range(n):
             piece = blob[offsets[i] : offsets[i + 1]]
             max_bytes = max(max_bytes, len(piece))
             if piece and i != unk:
-                vocab.setdefault(piece.decode("utf-8", "surrogateescape"), i)
+                vocab.setdefault(piece, i)
         self._vocab = vocab
         self._scores = scores
         self._norm = norm
@@ -487,9 +487,12 @@ class _E5Tokenizer:
             chars.insert(0, " ")
             starts.insert(0, 0)
             ends.insert(0, 0)
-        s = "".join(chars).replace(" ", _META)
-        n = len(s)
-        widths = [len(c.encode("utf-8", "surrogatepass")) for c in s]
+        n = len(chars)
+        pieces = [(_META if c == " " else c).encode("utf-8", "surrogatepass") for c in chars]
+        cuts = [0] * (n + 1)  # byte offset of each character in buf
+        for k, piece in enumerate(pieces):
+            cuts[k + 1] = cuts[k] + len(piece)
+        buf = b"".join(pieces)
         best = array("f", [-1e30]) * (n + 1)
         best[0] = 0.0
         piece_at = [0] * (n + 1)
@@ -500,12 +503,10 @@ class _E5Tokenizer:
             base = best[i]
             if base <= -1e29:
                 continue
-            width = 0
             for e in range(i + 1, n + 1):
-                width += widths[e - 1]
-                if width > max_bytes:
+                if cuts[e] - cuts[i] > max_bytes:
                     break
-                idx = vocab.get(s[i:e])
+                idx = vocab.get(buf[cuts[i] : cuts[e]])
                 if idx is not None:
                     f32[0] = base + scores[idx]
                     if f32[0] > best[e]:

@@ -1,0 +1,151 @@
+"""The Jinja2 sandbox templates render in, and the save-time safety check of template
+sources.
+
+Two lines of defence: Jinja2's ``SandboxedEnvironment`` refuses unsafe attribute access
+and calls at render time; before a tenant's template is saved, its source is parsed and
+refused if it fails to compile, reaches for private or dunder attributes, imports,
+includes or extends other templates, or names a variable that is not one of its fields.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+MAX_SOURCE_CHARS = 20_000  # a prompt template longer than this is a mistake, not a prompt
+MAX_RENDERED_CHARS = 100_000  # a rendered prompt past this would not fit any context window
+COMPILED_CACHE_SIZE = 1024  # compiled sources kept per process (built-ins are ~300)
+
+# Attribute names that reach interpreter internals even without a leading underscore.
+_FORBIDDEN_ATTRS = frozenset(
+    {
+        "mro",
+        "gi_frame",
+        "gi_code",
+        "cr_frame",
+        "cr_code",
+        "ag_frame",
+        "ag_code",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "func_globals",
+        "func_code",
+        "im_func",
+        "im_self",
+        "tb_frame",
+    }
+)
+_FORBIDDEN_FILTERS = frozenset({"attr"})  # attribute access by computed name
+_FORBIDDEN_STATEMENTS: dict[type[nodes.Node], str] = {
+    nodes.Import: "'import' is not allowed",
+    nodes.FromImport: "'from ... import' is not allowed",
+    nodes.Include: "'include' is not allowed",
+    nodes.Extends: "'extends' is not allowed",
+}
+
+
+class TemplateSourceError(ValueError):
+    """A template source is unusable; ``message`` says why, with the line when known."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+class TemplateRenderError(ValueError):
+    """Rendering failed at run time (a sandbox violation or a missing variable)."""
+
+
+def _environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        auto_reload=False,
+    )
+    env.globals.pop("lipsum", None)  # random filler text has no place in a prompt
+    return env
+
+
+ENV = _environment()
+
+
+def _private(name: object) -> bool:
+    return isinstance(name, str) and (name.startswith("_") or name in _FORBIDDEN_ATTRS)
+
+
+def _const_args(node: nodes.Filter | nodes.Test) -> Iterable[object]:
+    for arg in node.args:
+        if isinstance(arg, nodes.Const):
+            yield arg.value
+    for kw in node.kwargs:
+        if isinstance(kw.value, nodes.Const):
+            yield kw.value.value
+
+
+def check_source(source: str, *, variables: Iterable[str]) -> None:
+    """Refuse a template source that is unsafe, does not compile, or uses variables other
+    than ``variables`` (the template's field names). Raises ``TemplateSourceError``."""
+    if len(source) > MAX_SOURCE_CHARS:
+        raise TemplateSourceError(f"longer than {MAX_SOURCE_CHARS} characters")
+    try:
+        ast = ENV.parse(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateSourceError(f"Jinja2 syntax error: {e.message}", line=e.lineno) from e
+    for node in ast.find_all(nodes.Node):
+        line = getattr(node, "lineno", None)
+        for kind, why in _FORBIDDEN_STATEMENTS.items():
+            if isinstance(node, kind):
+                raise TemplateSourceError(why, line=line)
+        if isinstance(node, nodes.Getattr) and _private(node.attr):
+            raise TemplateSourceError(f"access to attribute {node.attr!r} is not allowed", line=line)
+        if (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and _private(node.arg.value)
+        ):
+            raise TemplateSourceError(
+                f"access to item {node.arg.value!r} is not allowed", line=line
+            )
+        if isinstance(node, nodes.Filter | nodes.Test):
+            if node.name in _FORBIDDEN_FILTERS:
+                raise TemplateSourceError(f"the '{node.name}' filter is not allowed", line=line)
+            for value in _const_args(node):
+                if _private(value):
+                    raise TemplateSourceError(
+                        f"the argument {value!r} of '{node.name}' is not allowed", line=line
+                    )
+    undeclared = meta.find_undeclared_variables(ast) - set(variables) - set(ENV.globals)
+    if undeclared:
+        names = ", ".join(repr(n) for n in sorted(undeclared))
+        raise TemplateSourceError(f"undeclared variable {names} (not one of the fields)")
+    try:
+        ENV.from_string(source)  # code generation catches what parsing does not (filters)
+    except jinja2.TemplateError as e:
+        line = getattr(e, "lineno", None)
+        raise TemplateSourceError(f"does not compile: {e}", line=line) from e
+
+
+@functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
+def compiled(source: str) -> jinja2.Template:
+    return ENV.from_string(source)
+
+
+def render(source: str, context: Mapping[str, Any]) -> str:
+    try:
+        text = compiled(source).render(**context)
+    except jinja2.TemplateError as e:  # SecurityError and UndefinedError included
+        raise TemplateRenderError(str(e)) from e
+    if len(text) > MAX_RENDERED_CHARS:
+        raise TemplateRenderError(f"the rendered text is longer than {MAX_RENDERED_CHARS} chars")
+    return text.strip()
