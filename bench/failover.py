@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,48 +27,53 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gateway_overhead import _free_port, _wait_http, percentile
 from machine import machine_info
+from stack import Proc, free_port, percentile, start_fake, start_gateway, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-bench"
-# fault name -> (fault settings on the primary, streaming request?, class of fault)
-FAULTS: dict[str, tuple[dict[str, Any], bool, str]] = {
-    "http_429": ({"status": 429, "retry_after": 0}, False, "error"),
-    "http_500": ({"status": 500}, False, "error"),
-    "http_503": ({"status": 503}, False, "error"),
-    "connection_refused": ({}, False, "error"),
-    "malformed_json": ({"malformed": "json"}, False, "error"),
-    "hang": ({"hang": True}, False, "hang"),
-    "slow_first_byte": ({"first_byte_delay_ms": 5000}, True, "hang"),
-    "stall_mid_stream": ({"stall_after_chunks": 3}, True, "hang"),
-    "truncated_stream": ({"truncate_after_chunks": 3}, True, "error"),
-    "bad_chunk": ({"malformed": "chunk", "malformed_after_chunks": 3}, True, "error"),
+# fault name -> (fault on the primary, gateway, streaming request?, class of fault).
+# Gateway "stream" is the default configuration (upstream calls stream even when the
+# client does not); "whole" asks upstreams for whole answers (upstream_always_stream:
+# false), where a body that is not JSON can happen.
+FAULTS: dict[str, tuple[dict[str, Any], str, bool, str]] = {
+    "http_429": ({"status": 429, "retry_after": 0}, "stream", False, "error"),
+    "http_500": ({"status": 500}, "stream", False, "error"),
+    "http_503": ({"status": 503}, "stream", False, "error"),
+    "connection_refused": ({}, "stream", False, "error"),
+    "malformed_first_chunk": (
+        {"malformed": "chunk", "malformed_after_chunks": 0},
+        "stream",
+        False,
+        "error",
+    ),
+    "hang": ({"hang": True}, "stream", False, "hang"),
+    "slow_first_byte": ({"first_byte_delay_ms": 5000}, "stream", True, "hang"),
+    "stall_mid_stream": ({"stall_after_chunks": 3}, "stream", True, "hang"),
+    "truncated_stream": ({"truncate_after_chunks": 3}, "stream", True, "error"),
+    "bad_chunk_mid_stream": (
+        {"malformed": "chunk", "malformed_after_chunks": 3},
+        "stream",
+        True,
+        "error",
+    ),
+    "whole_http_500": ({"status": 500}, "whole", False, "error"),
+    "whole_malformed_json": ({"malformed": "json"}, "whole", False, "error"),
+    "whole_hang": ({"hang": True}, "whole", False, "hang"),
 }
+# Faults after the first chunk: the answer continues on the backup within the same
+# response, whose x-polymodal-deployment header names the primary it started on.
+MID_STREAM = {"stall_mid_stream", "truncated_stream", "bad_chunk_mid_stream"}
 TARGET_MS = {"error": 100.0, "hang": 500.0}
 
 
-def start(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, int], int, str]:
-    py = sys.executable
-    ports = {"primary": _free_port(), "backup": _free_port(), "refused": _free_port()}
-    procs = [
-        subprocess.Popen(
-            [
-                py,
-                "-m",
-                "polymodal.testing.fake_provider",
-                "--wire",
-                "openai",
-                "--port",
-                str(ports[name]),
-                "--api-key",
-                KEY,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name in ("primary", "backup")
-    ]
+def start(tmp: Path) -> tuple[list[Proc], dict[str, int], dict[str, int], str]:
+    ports: dict[str, int] = {}
+    procs: list[Proc] = []
+    for name in ("primary", "backup"):
+        proc, ports[name] = start_fake("openai", KEY)
+        procs.append(proc)
+    ports["refused"] = free_port()  # nothing listens there
 
     def deployment(id_: str, port: int) -> dict[str, Any]:
         return {
@@ -84,52 +87,28 @@ def start(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], dict[str, int], int
             "capabilities": ["chat"],
         }
 
-    config = tmp / "polymodal.yaml"
     route = ["primary", "backup"]
-    config.write_text(
-        json.dumps(
-            {
-                "shipped_catalog": False,
-                "default_model": "primary",
-                "default_embedding_model": "primary",
-                "deployments": [
-                    deployment("primary", ports["primary"]),
-                    deployment("backup", ports["backup"]),
-                    deployment("refused", ports["refused"]),
-                ],
-                "routes": {"simple": route, "complex": route, "critical": route},
-                "breaker_consecutive_failures": 1_000_000,
-                "breaker_min_calls": 1_000_000,
-                "retry_budget_ratio": 1.0,
-                "access_log": False,
-            }
-        )
-    )
-    env = {
-        **os.environ,
-        "POLYMODAL_CONFIG": str(config),
-        "POLYMODAL_DATA_DIR": str(tmp / "data"),
-        "POLYMODAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/bench.db",
-        "POLYMODAL_STORAGE_URL": f"file://{tmp}/objects",
-        "BENCH_KEY": KEY,
+    config = {
+        "shipped_catalog": False,
+        "default_model": "primary",
+        "default_embedding_model": "primary",
+        "deployments": [deployment(name, port) for name, port in ports.items()],
+        "routes": {"simple": route, "complex": route, "critical": route},
+        "breaker_consecutive_failures": 1_000_000,
+        "breaker_min_calls": 1_000_000,
+        "retry_budget_ratio": 1.0,
+        "access_log": False,
     }
-    cli = [py, "-m", "polymodal"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
-    out = subprocess.run([*cli, "admin", "bootstrap"], env=env, check=True, capture_output=True)
-    key = out.stdout.decode().strip().splitlines()[-1]
-    gw_port = _free_port()
-    procs.append(
-        subprocess.Popen(
-            [*cli, "serve", "--port", str(gw_port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    gateways: dict[str, int] = {}
+    key = ""
+    for mode, always_stream in (("stream", True), ("whole", False)):
+        folder = tmp / mode
+        folder.mkdir()
+        gateway, gateways[mode], key = start_gateway(
+            folder, {**config, "upstream_always_stream": always_stream}, {"BENCH_KEY": KEY}
         )
-    )
-    for name in ("primary", "backup"):
-        _wait_http(f"http://127.0.0.1:{ports[name]}/_fake/health")
-    _wait_http(f"http://127.0.0.1:{gw_port}/healthz")
-    return procs, ports, gw_port, key
+        procs.append(gateway)
+    return procs, ports, gateways, key
 
 
 def timed(client: httpx.Client, body: dict[str, Any], stream: bool) -> tuple[float, str]:
@@ -154,14 +133,20 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        procs, ports, gw, key = start(Path(tmp))
+        procs, ports, gateways, _ = start(Path(tmp))
         control = {n: f"http://127.0.0.1:{ports[n]}/_fake" for n in ("primary", "backup")}
         try:
-            client = httpx.Client(
-                base_url=f"http://127.0.0.1:{gw}",
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=60,
-            )
+            keys = {
+                m: (Path(tmp) / m / "data" / "demo-key.txt").read_text().strip() for m in gateways
+            }
+            clients = {
+                mode: httpx.Client(
+                    base_url=f"http://127.0.0.1:{port}",
+                    headers={"Authorization": f"Bearer {keys[mode]}"},
+                    timeout=60,
+                )
+                for mode, port in gateways.items()
+            }
             body = {
                 "model": "tier:simple",
                 "messages": [{"role": "user", "content": "one two three four five six"}],
@@ -170,7 +155,8 @@ def main() -> None:
                 f"{'fault':<20} {'kind':<6} {'runs':>4} {'healthy p50':>11} "
                 f"{'added p50':>9} {'added p99':>9} {'target':>7}  ok"
             )
-            for name, (faults, stream, kind) in FAULTS.items():
+            for name, (faults, mode, stream, kind) in FAULTS.items():
+                client = clients[mode]
                 httpx.post(control["primary"] + "/reset")
                 healthy = [timed(client, body, stream)[0] for _ in range(30)]
                 base = percentile(healthy, 50)
@@ -185,11 +171,13 @@ def main() -> None:
                     added.append(elapsed - base)
                     served.add(deployment)
                 p50, p99 = percentile(added, 50) * 1000, percentile(added, 99) * 1000
-                ok = p99 <= TARGET_MS[kind] and served == {"backup"}
+                expected = {"primary"} if name in MID_STREAM else {"backup"}
+                ok = p99 <= TARGET_MS[kind] and served == expected
                 rows.append(
                     {
                         "fault": name,
                         "kind": kind,
+                        "gateway": mode,
                         "stream": stream,
                         "runs": args.runs,
                         "healthy_p50_ms": base * 1000,
@@ -206,10 +194,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(timeout=20)
+            stop(procs)
     result = {
         "benchmark": "failover",
         "machine": machine_info(),

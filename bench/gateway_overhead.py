@@ -15,53 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import Sample, build_request, run
 from machine import machine_info
+from stack import Proc, percentile, start_fake, start_gateway, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEY = "sk-bench-upstream"
 CHAT = {"model": "bench-openai", "messages": [{"role": "user", "content": "Say something short"}]}
 EMBED = {"model": "bench-openai-embed", "input": "a sentence to embed", "dimensions": 64}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def summarize(sample: Sample, *, ttfb: bool = False) -> dict[str, float]:
@@ -77,73 +45,33 @@ def summarize(sample: Sample, *, ttfb: bool = False) -> dict[str, float]:
     }
 
 
-def start_processes(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], int, int, str]:
-    py = sys.executable
-    up_port, gw_port = _free_port(), _free_port()
-    upstream = subprocess.Popen(
-        [
-            py,
-            "-m",
-            "polymodal.testing.fake_provider",
-            "--wire",
-            "openai",
-            "--port",
-            str(up_port),
-            "--api-key",
-            UPSTREAM_KEY,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    config = tmp / "polymodal.yaml"
+def start_processes(tmp: Path) -> tuple[list[Proc], int, int, str]:
+    upstream, up_port = start_fake("openai", UPSTREAM_KEY)
     deployment = {
         "provider": "openai",
         "base_url": f"http://127.0.0.1:{up_port}/v1",
         "api_key_env": "BENCH_UPSTREAM_KEY",
         "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
     }
-    config.write_text(
-        json.dumps(
+    config = {
+        "deployments": [
             {
-                "deployments": [
-                    {
-                        **deployment,
-                        "id": "bench-openai",
-                        "model": "gpt-4o-mini",
-                        "context_window": 128000,
-                        "capabilities": ["chat", "tools", "json"],
-                    },
-                    {
-                        **deployment,
-                        "id": "bench-openai-embed",
-                        "model": "text-embedding-3-small",
-                        "context_window": 8191,
-                        "capabilities": ["embeddings"],
-                    },
-                ]
-            }
-        )
-    )
-    env = {
-        **os.environ,
-        "POLYMODAL_CONFIG": str(config),
-        "POLYMODAL_DATA_DIR": str(tmp / "data"),
-        "POLYMODAL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/bench.db",
-        "POLYMODAL_STORAGE_URL": f"file://{tmp}/objects",
-        "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
+                **deployment,
+                "id": "bench-openai",
+                "model": "gpt-4o-mini",
+                "context_window": 128000,
+                "capabilities": ["chat", "tools", "json"],
+            },
+            {
+                **deployment,
+                "id": "bench-openai-embed",
+                "model": "text-embedding-3-small",
+                "context_window": 8191,
+                "capabilities": ["embeddings"],
+            },
+        ]
     }
-    cli = [py, "-m", "polymodal"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
-    out = subprocess.run([*cli, "admin", "bootstrap"], env=env, check=True, capture_output=True)
-    key = out.stdout.decode().strip().splitlines()[-1]
-    gateway = subprocess.Popen(
-        [*cli, "serve", "--port", str(gw_port), "--workers", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_http(f"http://127.0.0.1:{up_port}/_fake/health")
-    _wait_http(f"http://127.0.0.1:{gw_port}/healthz")
+    gateway, gw_port, key = start_gateway(tmp, config, {"BENCH_UPSTREAM_KEY": UPSTREAM_KEY})
     return [upstream, gateway], up_port, gw_port, key
 
 
@@ -251,10 +179,7 @@ def main() -> None:
         try:
             rows = asyncio.run(measure(up_port, gw_port, key, args.quick))
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(timeout=20)
+            stop(procs)
     result = {
         "benchmark": "gateway_overhead",
         "quick": args.quick,

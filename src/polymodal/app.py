@@ -14,17 +14,22 @@ from fastapi import FastAPI
 from polymodal import __version__
 from polymodal import wiring as factory
 from polymodal.api import health
+from polymodal.api.body import install_schemas
 from polymodal.api.errors import install_error_handlers
 from polymodal.api.middleware import RequestContextMiddleware
 from polymodal.api.state import AppState
-from polymodal.api.v1 import me, openai_compat, routing
+from polymodal.api.v1 import me, openai_compat, routing, templates
 from polymodal.cache import open_cache
 from polymodal.db.engine import create_engine, session_factory
+from polymodal.gateway.health import LoopLag
 from polymodal.gateway.health_bus import SharedHealthBus
 from polymodal.gateway.tokens import warm_up as warm_up_tokenizer
 from polymodal.observability.logging import configure_logging, get_logger
-from polymodal.observability.metrics import GatewayMetrics, HttpMetrics
+from polymodal.observability.metrics import GatewayMetrics, HttpMetrics, TemplateMetrics
 from polymodal.settings import Settings, load_settings
+from polymodal.templates import language as template_language
+from polymodal.templates.catalog import builtin_catalog
+from polymodal.templates.service import TemplateService
 from polymodal.tenancy.auth import KeyAuthenticator
 
 
@@ -44,12 +49,16 @@ def create_app(
     factory.routes(settings, catalog)  # a route naming a missing deployment stops start-up
     gateway_metrics = GatewayMetrics(metrics.registry)
     health_registry = factory.health(settings)
+    template_catalog = builtin_catalog()  # a broken catalog file stops start-up, named
+    template_metrics = TemplateMetrics(metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         sessions = session_factory(engine)
         cache = open_cache(settings)
+        lag = LoopLag()
+        lag.start()
         gateway, usage = factory.gateway(
             settings,
             catalog=catalog,
@@ -57,12 +66,14 @@ def create_app(
             sessions=sessions,
             registry=health_registry,
             metrics=gateway_metrics,
+            lag=lag,
         )
         broadcaster = factory.broadcaster(settings, cache)
         bus = SharedHealthBus(broadcaster, cache)
         await bus.attach(health_registry, [d.id for d in catalog])
         await usage.start()
         await asyncio.to_thread(warm_up_tokenizer)  # ~1 s once, not on the first request
+        await asyncio.to_thread(template_language.warm_up)
         app.state.polymodal = AppState(
             settings=settings,
             engine=engine,
@@ -74,12 +85,16 @@ def create_app(
             gateway=gateway,
             usage=usage,
             health=health_registry,
+            templates=TemplateService(
+                catalog=template_catalog, sessions=sessions, metrics=template_metrics
+            ),
         )
         get_logger("polymodal").info("started", version=__version__, **settings.profile())
         try:
             yield
         finally:
             await usage.stop()
+            await lag.stop()
             await bus.close()
             await broadcaster.close()
             for provider in providers.values():
@@ -95,6 +110,7 @@ def create_app(
         openapi_url="/openapi.json",
     )
     install_error_handlers(app)
+    install_schemas(app)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
@@ -105,4 +121,5 @@ def create_app(
     app.include_router(me.router)
     app.include_router(openai_compat.router)
     app.include_router(routing.router)
+    app.include_router(templates.router)
     return app

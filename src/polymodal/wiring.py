@@ -14,10 +14,11 @@ from polymodal.cache.redis import RedisCache
 from polymodal.db import repositories
 from polymodal.domain.catalog import Deployment
 from polymodal.domain.principal import Principal
+from polymodal.gateway import language
 from polymodal.gateway.catalog import Catalog, build_catalog
 from polymodal.gateway.classifier import Classifier
 from polymodal.gateway.executor import Executor, RetryBudget
-from polymodal.gateway.health import HealthPolicy, HealthRegistry
+from polymodal.gateway.health import HealthPolicy, HealthRegistry, LoopLag
 from polymodal.gateway.planner import Planner
 from polymodal.gateway.routing import TIERS, RouteTable, TenantPolicy
 from polymodal.gateway.service import Gateway
@@ -153,6 +154,7 @@ def gateway(
     sessions: async_sessionmaker[AsyncSession],
     registry: HealthRegistry,
     metrics: GatewayMetrics | None,
+    lag: LoopLag | None = None,
 ) -> tuple[Gateway, UsageRecorder]:
     recorder = UsageRecorder(
         sessions,
@@ -163,7 +165,7 @@ def gateway(
         catalog=catalog,
         providers=providers,
         routes=routes(settings, catalog),
-        classifier=Classifier(count_tokens=count_tokens),
+        classifier=Classifier(count_tokens=count_tokens, detect_language=language.detect),
         count_tokens=count_tokens,
     )
     executor = Executor(
@@ -174,6 +176,7 @@ def gateway(
         budget=RetryBudget(
             ratio=settings.retry_budget_ratio, floor_per_s=settings.retry_budget_floor_per_s
         ),
+        lag=lag,
     )
     gw = Gateway(
         planner=planner,

@@ -45,7 +45,9 @@ async def _polymodal_error(_: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     param = getattr(exc, "param", None)
     return JSONResponse(
-        error_body(exc.type, exc.message, exc.code, param=param if isinstance(param, str) else None),
+        error_body(
+            exc.type, exc.message, exc.code, param=param if isinstance(param, str) else None
+        ),
         status_code=exc.status,
         headers=headers,
     )

@@ -12,6 +12,7 @@ from polymodal.gateway.service import Gateway
 from polymodal.observability.metrics import HttpMetrics
 from polymodal.providers.http import Upstream
 from polymodal.settings import Settings
+from polymodal.templates.service import TemplateService
 from polymodal.tenancy.auth import KeyAuthenticator
 from polymodal.tenancy.usage import UsageRecorder
 
@@ -28,3 +29,4 @@ class AppState:
     gateway: Gateway
     usage: UsageRecorder
     health: HealthRegistry
+    templates: TemplateService

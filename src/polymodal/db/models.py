@@ -175,3 +175,50 @@ class UsageEvent(Base):
     task: Mapped[str | None] = mapped_column(String(32), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomTemplate(Base):
+    """A tenant's own content template, or its replacement of a built-in one
+    (``overrides_builtin``). Each update adds a version; this row points at the latest."""
+
+    __tablename__ = "custom_templates"
+    __table_args__ = (UniqueConstraint("tenant_id", "template_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    template_id: Mapped[str] = mapped_column(String(100))
+    latest_version: Mapped[int] = mapped_column(Integer, default=1)
+    overrides_builtin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomTemplateVersion(Base):
+    """One immutable version of a custom template: its full definition (the YAML schema
+    of the built-in catalog, as JSON)."""
+
+    __tablename__ = "custom_template_versions"
+    __table_args__ = (UniqueConstraint("custom_template_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    custom_template_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("custom_templates.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]] = mapped_column()
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HiddenTemplate(Base):
+    """A built-in template a tenant has hidden from its members."""
+
+    __tablename__ = "hidden_templates"
+    __table_args__ = (UniqueConstraint("tenant_id", "template_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    template_id: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

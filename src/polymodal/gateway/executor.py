@@ -33,7 +33,7 @@ from polymodal.domain.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from polymodal.gateway.health import HealthRegistry
+from polymodal.gateway.health import HealthRegistry, LoopLag
 from polymodal.providers.base import Deadlines, Provider
 
 T = TypeVar("T")
@@ -112,8 +112,12 @@ class Executor:
         deadlines: Deadlines,
         max_attempts: int,
         budget: RetryBudget,
+        lag: LoopLag | None = None,
+        lag_multiplier: float = 2.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        self._lag = lag
+        self._lag_multiplier = lag_multiplier
         self._providers = providers
         self._health = health
         self._base = deadlines
@@ -123,18 +127,28 @@ class Executor:
 
     # --- shared loop ----------------------------------------------------------------------
 
-    def _deadlines(self, d: Deployment, *, stream: bool) -> Deadlines:
-        adaptive = self._health.first_byte_deadline(d.id)
+    def _deadlines(
+        self, d: Deployment, *, stream: bool, prompt_tokens: int | None = None
+    ) -> Deadlines:
+        if not getattr(self._providers[d.provider], "adaptive_deadlines", True):
+            # In-process models are compute-bound, not network peers that hang: their
+            # time to first byte follows prompt length and machine load, so only the
+            # configured ceilings apply.
+            return self._base
+        # A busy loop reads answers late; that is our load, not the provider's fault.
+        allowance = self._lag.recent_max_s() * self._lag_multiplier if self._lag else 0.0
+        adaptive = self._health.first_byte_deadline(d.id, prompt_tokens) + allowance
         if stream:
             return dataclasses.replace(
                 self._base,
                 first_byte_s=min(adaptive, self._base.first_byte_s),
-                idle_s=min(self._health.idle_deadline(d.id), self._base.idle_s),
+                idle_s=min(self._health.idle_deadline(d.id) + allowance, self._base.idle_s),
             )
         # Non-streaming answers arrive whole: the adaptive bound applies to the whole call,
         # scaled from the deployment's healthy latency rather than its first byte.
         return dataclasses.replace(
-            self._base, total_s=min(self._health.latency_deadline(d.id), self._base.total_s)
+            self._base,
+            total_s=min(self._health.latency_deadline(d.id) + allowance, self._base.total_s),
         )
 
     def _record_failure(
@@ -308,6 +322,7 @@ class Executor:
         trace: Trace,
         *,
         hedge_delay_s: float | None = None,
+        prompt_tokens: int | None = None,
     ) -> tuple[tuple[ChatChunk, AsyncIterator[ChatChunk]], Deployment]:
         """The first chunk and the rest of a stream from the first candidate that produces
         a first chunk in time."""
@@ -315,7 +330,7 @@ class Executor:
         async def attempt(d: Deployment) -> tuple[ChatChunk, AsyncIterator[ChatChunk]]:
             began = self._clock()
             iterator = self._providers[d.provider].stream(
-                d, request, self._deadlines(d, stream=True)
+                d, request, self._deadlines(d, stream=True, prompt_tokens=prompt_tokens)
             )
             try:
                 first = await anext(iterator)
@@ -327,8 +342,9 @@ class Executor:
                 with contextlib.suppress(Exception):
                     await iterator.aclose()  # type: ignore[attr-defined]
                 raise
+            waited = self._clock() - began
             self._health.success(
-                d.id, first_byte_s=self._clock() - began, latency_s=self._clock() - began
+                d.id, first_byte_s=waited, latency_s=waited, prompt_tokens=prompt_tokens
             )
             return first, iterator
 

@@ -9,6 +9,8 @@ replicas agree within milliseconds and a new process starts with the current sta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,6 +52,7 @@ class DeploymentHealth:
     outcomes: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=256))
     first_byte_s: deque[float] = field(default_factory=lambda: deque(maxlen=50))
     latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    prompt_tokens: deque[int] = field(default_factory=lambda: deque(maxlen=50))
     gaps_s: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     last_error: str = ""
 
@@ -122,15 +125,22 @@ class HealthRegistry:
             h.probing = True
         return None
 
-    def first_byte_deadline(self, deployment: str) -> float:
+    def first_byte_deadline(self, deployment: str, prompt_tokens: int | None = None) -> float:
         """Adaptive: a multiple of the recent healthy p95, within floor and ceiling. With
-        no history yet, the ceiling (a new deployment is not cut short)."""
+        no history yet, the ceiling (a new deployment is not cut short). A prompt longer
+        than the usual one scales the deadline up: reading the prompt (prefill) is part of
+        the time to the first byte."""
         p = self.policy
-        samples = self.get(deployment).first_byte_s
-        if len(samples) < 5:
+        h = self.get(deployment)
+        if len(h.first_byte_s) < 5:
             return p.first_byte_ceiling_s
-        p95 = _percentile(list(samples), 0.95)
-        return min(max(p95 * p.first_byte_multiplier, p.first_byte_floor_s), p.first_byte_ceiling_s)
+        p95 = _percentile(list(h.first_byte_s), 0.95)
+        scale = 1.0
+        if prompt_tokens and h.prompt_tokens:
+            usual = _percentile([float(t) for t in h.prompt_tokens], 0.5)
+            scale = max(1.0, prompt_tokens / max(usual, 1.0))
+        deadline = max(p95 * p.first_byte_multiplier * scale, p.first_byte_floor_s)
+        return min(deadline, p.first_byte_ceiling_s)
 
     def idle_deadline(self, deployment: str) -> float:
         """Longest silence allowed between stream chunks: a multiple of the deployment's
@@ -156,12 +166,21 @@ class HealthRegistry:
 
     # --- outcomes --------------------------------------------------------------------------
 
-    def success(self, deployment: str, *, first_byte_s: float | None, latency_s: float) -> None:
+    def success(
+        self,
+        deployment: str,
+        *,
+        first_byte_s: float | None,
+        latency_s: float,
+        prompt_tokens: int | None = None,
+    ) -> None:
         h = self.get(deployment)
         h.consecutive_failures = 0
         h.outcomes.append((self._clock(), True))
         if first_byte_s is not None:
             h.first_byte_s.append(first_byte_s)
+            if prompt_tokens:
+                h.prompt_tokens.append(prompt_tokens)
         h.latency_s.append(latency_s)
         if h.state != "closed":
             h.state, h.probing, h.opened_times, h.open_until = "closed", False, 0, 0.0
@@ -240,3 +259,40 @@ class HealthRegistry:
             "first_byte_deadline_ms": round(self.first_byte_deadline(deployment) * 1000, 1),
             "last_error": h.last_error or None,
         }
+
+
+class LoopLag:
+    """How late this process's event loop runs: a busy process answers late even when the
+    upstream is healthy, so adaptive deadlines add an allowance for it rather than failing
+    over (and opening breakers) because of our own load."""
+
+    def __init__(self, *, interval_s: float = 0.025, window_s: float = 2.0) -> None:
+        self._interval = interval_s
+        self._samples: deque[tuple[float, float]] = deque(maxlen=int(window_s / interval_s) + 1)
+        self._window = window_s
+        self._recent_max = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self._interval)
+            now = time.perf_counter()
+            self._samples.append((now, now - before - self._interval))
+            cutoff = now - self._window
+            self._recent_max = max((lag for at, lag in self._samples if at >= cutoff), default=0.0)
+
+    def recent_max_s(self) -> float:
+        """The largest lag of the last window (kept current by the sampling task)."""
+        return self._recent_max

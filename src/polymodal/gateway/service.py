@@ -238,7 +238,11 @@ class Gateway:
     ) -> AsyncIterator[ChatChunk]:
         try:
             (first, rest), d = await self.executor.open_stream(
-                plan.candidates, request, trace, hedge_delay_s=plan.hedge_delay_s
+                plan.candidates,
+                request,
+                trace,
+                hedge_delay_s=plan.hedge_delay_s,
+                prompt_tokens=plan.prompt_tokens,
             )
         except ProviderError as e:
             self._record(
@@ -303,7 +307,9 @@ class Gateway:
                         request, original.content, self._count(original.content)
                     )
                     try:
-                        (chunk, rest), d = await self.executor.open_stream(remaining, follow, trace)
+                        (chunk, rest), d = await self.executor.open_stream(
+                            remaining, follow, trace, prompt_tokens=plan.prompt_tokens
+                        )
                     except ProviderError:
                         raise self._public(d, e) from e
                     trace.failover_s += self._clock() - began

@@ -3,6 +3,8 @@ cardinality stays bounded."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -51,11 +53,20 @@ class HttpMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        s = str(status)
-        self.requests.labels(route, method, s).inc()
-        self.latency.labels(route, method, s).observe(seconds)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # label lookups cost more than the update: do them once
+            s = str(status)
+            children = (
+                self.requests.labels(route, method, s),
+                self.latency.labels(route, method, s),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class GatewayMetrics:
@@ -123,3 +134,39 @@ class GatewayMetrics:
             self.failover_seconds.observe(failover_s)
         if cost:
             self.cost.labels(deployment).inc(cost)
+
+
+class TemplateMetrics:
+    """Content-template generations: retries for a wrong output language and JSON repairs.
+    Labels are the 11 product languages and fixed outcomes: bounded."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.generations = Counter(
+            "polymodal_template_generations_total",
+            "Template generations by output language and format.",
+            ["language", "format"],
+            registry=registry,
+        )
+        self.language_retries = Counter(
+            "polymodal_template_language_retries_total",
+            "Generations retried because the answer was in the wrong language, by the "
+            "expected language and whether the retry fixed it (fixed, still_wrong).",
+            ["language", "outcome"],
+            registry=registry,
+        )
+        self.json_repairs = Counter(
+            "polymodal_template_json_repairs_total",
+            "JSON answers that broke the template's schema and were sent back once for "
+            "repair, by outcome (repaired, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+
+    def generation(self, language: str, fmt: str) -> None:
+        self.generations.labels(language, fmt).inc()
+
+    def language_retry(self, language: str, *, fixed: bool) -> None:
+        self.language_retries.labels(language, "fixed" if fixed else "still_wrong").inc()
+
+    def json_repair(self, *, repaired: bool) -> None:
+        self.json_repairs.labels("repaired" if repaired else "failed").inc()

@@ -22,7 +22,7 @@ from polymodal.domain.chat import (
 )
 from polymodal.domain.errors import AuthFailed, BadRequest, ProviderError
 from polymodal.providers import anthropic_translate as translate
-from polymodal.providers import errors, sse
+from polymodal.providers import calls, errors, sse
 from polymodal.providers.base import Deadlines, ProviderContext
 from polymodal.providers.http import UpstreamError
 from polymodal.providers.registry import register
@@ -104,22 +104,16 @@ class AnthropicProvider:
     ) -> ChatCompletion:
         translated = translate.request_body(deployment, request, stream=False)
         url = deployment.base_url.rstrip("/") + "/v1/messages"
-        try:
-            response = await self._http.post(
-                url,
-                orjson.dumps(translated.body),
-                _headers(deployment),
-                connect_s=deadlines.connect_s,
-                total_s=deadlines.total_s,
-            )
-        except UpstreamError as e:
-            raise errors.from_transport(e, provider=WIRE) from e
-        if response.status != 200:
-            raise error_from_response(response.status, response.body, response.headers)
-        try:
-            data = orjson.loads(response.body)
-        except orjson.JSONDecodeError as e:
-            raise errors.malformed(WIRE, "message body") from e
+        data = await calls.post_json(
+            self._http,
+            url,
+            translated.body,
+            _headers(deployment),
+            deadlines,
+            wire=WIRE,
+            on_error=error_from_response,
+            what="message body",
+        )
         return translate.completion(data, json_mode=translated.json_mode, model=deployment.model)
 
     async def stream(
@@ -135,9 +129,7 @@ class AnthropicProvider:
                 connect_s=deadlines.connect_s,
                 first_byte_s=deadlines.first_byte_s,
             ) as response:
-                if response.status != 200:
-                    body = await response.read()
-                    raise error_from_response(response.status, body, response.headers)
+                await calls.check_stream(response, error_from_response)
                 state = translate.StreamTranslator(
                     model=deployment.model, json_mode=translated.json_mode
                 )

@@ -20,9 +20,8 @@ from polymodal.domain.chat import (
     EmbeddingResult,
 )
 from polymodal.domain.errors import BadRequest, ProviderError
-from polymodal.providers import errors
+from polymodal.providers import calls, errors
 from polymodal.providers.base import Deadlines, ProviderContext
-from polymodal.providers.http import UpstreamError
 from polymodal.providers.registry import register
 
 WIRE = "cohere"
@@ -68,24 +67,21 @@ class CohereProvider:
     async def _embed_batch(
         self, deployment: Deployment, payload: dict[str, Any], deadlines: Deadlines
     ) -> tuple[list[list[float]], int]:
+        data = await calls.post_json(
+            self._http,
+            deployment.base_url.rstrip("/") + "/v1/embed",
+            payload,
+            _headers(deployment),
+            deadlines,
+            wire=WIRE,
+            on_error=error_from_response,
+            what="embed body",
+        )
         try:
-            response = await self._http.post(
-                deployment.base_url.rstrip("/") + "/v1/embed",
-                orjson.dumps(payload),
-                _headers(deployment),
-                connect_s=deadlines.connect_s,
-                total_s=deadlines.total_s,
-            )
-        except UpstreamError as e:
-            raise errors.from_transport(e, provider=WIRE) from e
-        if response.status != 200:
-            raise error_from_response(response.status, response.body, response.headers)
-        try:
-            data = orjson.loads(response.body)
             vectors = [[float(v) for v in vector] for vector in data["embeddings"]["float"]]
             billed = (data.get("meta") or {}).get("billed_units") or {}
             tokens = int(billed.get("input_tokens") or 0)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise errors.malformed(WIRE, "embed body") from e
         if len(vectors) != len(payload["texts"]):
             raise errors.malformed(WIRE, "embed body")

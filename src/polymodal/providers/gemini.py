@@ -22,7 +22,7 @@ from polymodal.domain.chat import (
     EmbeddingResult,
 )
 from polymodal.domain.errors import AuthFailed, BadRequest, ProviderError
-from polymodal.providers import errors, sse
+from polymodal.providers import calls, errors, sse
 from polymodal.providers import gemini_translate as translate
 from polymodal.providers.base import Deadlines, ProviderContext
 from polymodal.providers.http import UpstreamError
@@ -108,22 +108,16 @@ class GeminiProvider:
         self, deployment: Deployment, method: str, payload: dict[str, Any], deadlines: Deadlines
     ) -> Any:
         """POST a JSON request and return the parsed 200 body."""
-        try:
-            response = await self._http.post(
-                _url(deployment, method),
-                orjson.dumps(payload),
-                _headers(deployment),
-                connect_s=deadlines.connect_s,
-                total_s=deadlines.total_s,
-            )
-        except UpstreamError as e:
-            raise errors.from_transport(e, provider=WIRE) from e
-        if response.status != 200:
-            raise error_from_response(response.status, response.body, response.headers)
-        try:
-            return orjson.loads(response.body)
-        except orjson.JSONDecodeError as e:
-            raise errors.malformed(WIRE, f"{method} body") from e
+        return await calls.post_json(
+            self._http,
+            _url(deployment, method),
+            payload,
+            _headers(deployment),
+            deadlines,
+            wire=WIRE,
+            on_error=error_from_response,
+            what=f"{method} body",
+        )
 
     @staticmethod
     def _check_chat(deployment: Deployment) -> None:
@@ -156,9 +150,7 @@ class GeminiProvider:
                 connect_s=deadlines.connect_s,
                 first_byte_s=deadlines.first_byte_s,
             ) as response:
-                if response.status != 200:
-                    body = await response.read()
-                    raise error_from_response(response.status, body, response.headers)
+                await calls.check_stream(response, error_from_response)
                 state = translate.StreamTranslator(
                     model=deployment.model, single_tool_call=translated.single_tool_call
                 )

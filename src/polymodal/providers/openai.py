@@ -24,7 +24,7 @@ from polymodal.domain.chat import (
     EmbeddingResult,
 )
 from polymodal.domain.errors import ProviderError
-from polymodal.providers import errors, sse
+from polymodal.providers import calls, errors, sse
 from polymodal.providers.base import Deadlines, ProviderContext
 from polymodal.providers.http import UpstreamError
 from polymodal.providers.registry import register
@@ -63,14 +63,14 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) ->
     )
 
 
-def _body(deployment: Deployment, request: ChatRequest, *, stream: bool) -> bytes:
+def _payload(deployment: Deployment, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": deployment.model, "messages": request.messages}
     payload.update(request.params)
     if stream:
         payload["stream"] = True
         # Always ask for usage: the ledger needs it even when the caller did not.
         payload["stream_options"] = {"include_usage": True}
-    return orjson.dumps(payload)
+    return payload
 
 
 def _check_completion(data: Any) -> ChatCompletion:
@@ -97,22 +97,16 @@ class OpenAIProvider:
         self, deployment: Deployment, request: ChatRequest, deadlines: Deadlines
     ) -> ChatCompletion:
         url = deployment.base_url.rstrip("/") + "/chat/completions"
-        try:
-            response = await self._http.post(
-                url,
-                _body(deployment, request, stream=False),
-                _headers(deployment),
-                connect_s=deadlines.connect_s,
-                total_s=deadlines.total_s,
-            )
-        except UpstreamError as e:
-            raise errors.from_transport(e, provider=WIRE) from e
-        if response.status != 200:
-            raise error_from_response(response.status, response.body, response.headers)
-        try:
-            data = orjson.loads(response.body)
-        except orjson.JSONDecodeError as e:
-            raise errors.malformed(WIRE, "completion body") from e
+        data = await calls.post_json(
+            self._http,
+            url,
+            _payload(deployment, request, stream=False),
+            _headers(deployment),
+            deadlines,
+            wire=WIRE,
+            on_error=error_from_response,
+            what="completion body",
+        )
         return _check_completion(data)
 
     async def stream(
@@ -122,14 +116,12 @@ class OpenAIProvider:
         try:
             async with self._http.stream(
                 url,
-                _body(deployment, request, stream=True),
+                orjson.dumps(_payload(deployment, request, stream=True)),
                 _headers(deployment),
                 connect_s=deadlines.connect_s,
                 first_byte_s=deadlines.first_byte_s,
             ) as response:
-                if response.status != 200:
-                    body = await response.read()
-                    raise error_from_response(response.status, body, response.headers)
+                await calls.check_stream(response, error_from_response)
                 done = False
                 stream = sse.events(
                     response, provider=WIRE, first_s=deadlines.first_byte_s, idle_s=deadlines.idle_s
@@ -165,27 +157,24 @@ class OpenAIProvider:
         }
         if request.dimensions is not None:
             payload["dimensions"] = request.dimensions
+        data = await calls.post_json(
+            self._http,
+            url,
+            payload,
+            _headers(deployment),
+            deadlines,
+            wire=WIRE,
+            on_error=error_from_response,
+            what="embeddings body",
+        )
         try:
-            response = await self._http.post(
-                url,
-                orjson.dumps(payload),
-                _headers(deployment),
-                connect_s=deadlines.connect_s,
-                total_s=deadlines.total_s,
-            )
-        except UpstreamError as e:
-            raise errors.from_transport(e, provider=WIRE) from e
-        if response.status != 200:
-            raise error_from_response(response.status, response.body, response.headers)
-        try:
-            data = orjson.loads(response.body)
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = [
                 _decode_base64_vector(v) if isinstance(v := item["embedding"], str) else v
                 for item in items
             ]
             tokens = int((data.get("usage") or {}).get("prompt_tokens", 0))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise errors.malformed(WIRE, "embeddings body") from e
         if len(vectors) != len(request.inputs):
             raise errors.malformed(WIRE, "embeddings body")

@@ -42,8 +42,10 @@ def _show(x: float) -> str:
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str | list) and not str(value).strip()) or (
-        isinstance(value, list) and not value
+    return (
+        value is None
+        or (isinstance(value, str | list) and not str(value).strip())
+        or (isinstance(value, list) and not value)
     )
 
 
@@ -60,12 +62,12 @@ class _Checker:
     def text(self, value: Any) -> str:
         if not isinstance(value, str):
             raise self.error("type_string")
-        value = value.strip()
-        if self.f.max_length is not None and len(value) > self.f.max_length:
+        text = value.strip()
+        if self.f.max_length is not None and len(text) > self.f.max_length:
             raise self.error("too_long", max=self.f.max_length)
-        if self.f.min_length is not None and len(value) < self.f.min_length:
+        if self.f.min_length is not None and len(text) < self.f.min_length:
             raise self.error("too_short", min=self.f.min_length)
-        return value
+        return text
 
     def enum(self, value: Any) -> str:
         allowed = [o.value for o in self.f.options or ()]
@@ -96,9 +98,14 @@ class _Checker:
             raise self.error("type_number")
         if isinstance(value, str) and _NUMBER.match(value.strip()):
             value = float(value.strip())
-        if not isinstance(value, int | float) or value != value or value in (
-            float("inf"),
-            float("-inf"),
+        if (
+            not isinstance(value, int | float)
+            or value != value
+            or value
+            in (
+                float("inf"),
+                float("-inf"),
+            )
         ):
             raise self.error("type_number")
         self._range(value)

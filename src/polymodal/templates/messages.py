@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (full-width CJK punctuation and Arabic marks are correct here)
 """Input-error messages in the 11 product languages.
 
 Placeholders: ``{label}`` (the field's localized label), ``{min}``, ``{max}``,
@@ -63,8 +64,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "{options}.",
         "unknown_locale": "paramètre régional inconnu « {value} » pour cette langue ; "
         "utilisez l'un de ceux-ci : {options}.",
-        "unknown_register": "registre inconnu « {value} » ; utilisez l'un de ceux-ci : "
-        "{options}.",
+        "unknown_register": "registre inconnu « {value} » ; utilisez l'un de ceux-ci : {options}.",
     },
     "de": {
         "required": "„{label}“ ist ein Pflichtfeld.",

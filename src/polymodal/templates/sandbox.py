@@ -9,7 +9,7 @@ includes or extends other templates, or names a variable that is not one of its 
 
 from __future__ import annotations
 
-import functools
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,6 +42,10 @@ _FORBIDDEN_ATTRS = frozenset(
     }
 )
 _FORBIDDEN_FILTERS = frozenset({"attr"})  # attribute access by computed name
+# Filters that look attributes up by a name given as an argument.
+_ATTRIBUTE_FILTERS = frozenset(
+    {"map", "selectattr", "rejectattr", "sort", "groupby", "sum", "unique", "min", "max"}
+)
 _FORBIDDEN_STATEMENTS: dict[type[nodes.Node], str] = {
     nodes.Import: "'import' is not allowed",
     nodes.FromImport: "'from ... import' is not allowed",
@@ -108,7 +112,9 @@ def check_source(source: str, *, variables: Iterable[str]) -> None:
             if isinstance(node, kind):
                 raise TemplateSourceError(why, line=line)
         if isinstance(node, nodes.Getattr) and _private(node.attr):
-            raise TemplateSourceError(f"access to attribute {node.attr!r} is not allowed", line=line)
+            raise TemplateSourceError(
+                f"access to attribute {node.attr!r} is not allowed", line=line
+            )
         if (
             isinstance(node, nodes.Getitem)
             and isinstance(node.arg, nodes.Const)
@@ -120,32 +126,51 @@ def check_source(source: str, *, variables: Iterable[str]) -> None:
         if isinstance(node, nodes.Filter | nodes.Test):
             if node.name in _FORBIDDEN_FILTERS:
                 raise TemplateSourceError(f"the '{node.name}' filter is not allowed", line=line)
-            for value in _const_args(node):
+            for value in _const_args(node) if node.name in _ATTRIBUTE_FILTERS else ():
                 if _private(value):
                     raise TemplateSourceError(
                         f"the argument {value!r} of '{node.name}' is not allowed", line=line
                     )
-    undeclared = meta.find_undeclared_variables(ast) - set(variables) - set(ENV.globals)
-    if undeclared:
-        names = ", ".join(repr(n) for n in sorted(undeclared))
-        raise TemplateSourceError(f"undeclared variable {names} (not one of the fields)")
     try:
-        ENV.from_string(source)  # code generation catches what parsing does not (filters)
+        # Code generation catches what parsing does not (unknown filters and tests); the
+        # compiled template is kept for rendering, so a source is parsed once per process.
+        _remember(source, ENV.template_class.from_code(ENV, ENV.compile(ast), ENV.globals))
     except jinja2.TemplateError as e:
         line = getattr(e, "lineno", None)
         raise TemplateSourceError(f"does not compile: {e}", line=line) from e
+    # A name set anywhere in the template counts as declared: Jinja reports a variable
+    # set inside an {% if %} branch as undeclared, though the template defines it.
+    assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    undeclared = meta.find_undeclared_variables(ast) - set(variables) - set(ENV.globals) - assigned
+    if undeclared:
+        names = ", ".join(repr(n) for n in sorted(undeclared))
+        raise TemplateSourceError(f"undeclared variable {names} (not one of the fields)")
 
 
-@functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
+_COMPILED: OrderedDict[str, jinja2.Template] = OrderedDict()
+
+
+def _remember(source: str, template: jinja2.Template) -> jinja2.Template:
+    _COMPILED[source] = template
+    _COMPILED.move_to_end(source)
+    while len(_COMPILED) > COMPILED_CACHE_SIZE:
+        _COMPILED.popitem(last=False)
+    return template
+
+
 def compiled(source: str) -> jinja2.Template:
-    return ENV.from_string(source)
+    found = _COMPILED.get(source)
+    if found is not None:
+        _COMPILED.move_to_end(source)
+        return found
+    return _remember(source, ENV.from_string(source))
 
 
 def render(source: str, context: Mapping[str, Any]) -> str:
     try:
         text = compiled(source).render(**context)
-    except jinja2.TemplateError as e:  # SecurityError and UndefinedError included
-        raise TemplateRenderError(str(e)) from e
+    except Exception as e:  # a tenant's template may fail any way Python can (1 + "x")
+        raise TemplateRenderError(f"{type(e).__name__}: {e}") from e
     if len(text) > MAX_RENDERED_CHARS:
         raise TemplateRenderError(f"the rendered text is longer than {MAX_RENDERED_CHARS} chars")
     return text.strip()

