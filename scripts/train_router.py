@@ -1,8 +1,8 @@
 """Train the classifier's learned scorer (src/polymodal/gateway/learned.py) on the labelled
 routing prompts, grade it honestly, and write the model files into the package.
 
-    .venv/bin/python scripts/train_router.py            # evaluate, fit, write the model
-    .venv/bin/python scripts/train_router.py --dry-run  # evaluate only
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/train_router.py  # evaluate, fit, write
+    .venv/bin/python scripts/train_router.py --dry-run            # evaluate only
 
 Needs the dev extra (scikit-learn). Steps:
 
@@ -20,9 +20,10 @@ Needs the dev extra (scikit-learn). Steps:
    and the out-of-fold decisions to bench/data/routing_oof.json for bench/routing.py.
 
 Deterministic: lbfgs has no randomness and GroupKFold (unshuffled) assigns sources to
-folds by size. The regularisation strengths below were chosen on this same
-cross-validation (C in 0.03-100), so the out-of-fold numbers are slightly optimistic.
-Takes about five minutes on two cores.
+folds by size; the shipped files were written with OMP_NUM_THREADS=1 (more BLAS threads
+sum in another order and move a few float16 weights by one step, ~1e-5). The
+regularisation strengths below were chosen on this same cross-validation (C in 0.03-100),
+so the out-of-fold numbers are slightly optimistic. Takes about three minutes on two cores.
 """
 
 from __future__ import annotations
@@ -159,7 +160,8 @@ def out_of_fold(data: Dataset) -> tuple[Floats, Floats]:
 def combine(
     data: Dataset, p_task: Floats, p_hard: Floats, *, threshold: float, task_floor: float
 ) -> tuple[list[str], list[str]]:
-    """Tasks and tiers as `Classifier` decides them from these scores and the rules."""
+    """Tasks and tiers as `Classifier` decides them from these scores and the rules (its
+    length floor, `min_chars`, is the shortest prompt here, so it never applies)."""
     tasks, tiers = [], []
     for i in range(len(data.rows)):
         best = int(p_task[i].argmax())

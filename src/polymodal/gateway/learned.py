@@ -23,8 +23,8 @@ Features of one message (training and inference call the same `features`):
   the rules' task, length and digit shapes), named in the model's JSON, at indices
   ``2**bucket_bits + i``.
 
-Scoring gathers the weight rows of the active indices only (a few thousand for a long
-message): tens of microseconds.
+Scoring gathers the weight rows of the active indices only (a few hundred for a short
+message, about 3,000 at the window's limit): featurising and scoring take 0.1-0.3 ms.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,6 @@ _NS_WORD = np.uint64(0x5745_4F52_445F_3031)
 _NS_BIGRAM = np.uint64(0x4249_4752_414D_5F32)
 _NS_CHAR = np.uint64(0x4348_4152_5F4E_4733)
 _DIGIT = re.compile(r"\d")
-_SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 
 Indices = npt.NDArray[np.int64]
@@ -104,7 +104,7 @@ def normalise(text: str, window: int) -> str:
     if len(text) > 2 * window:
         text = text[:window] + " " + text[-window:]
     text = unicodedata.normalize("NFKC", text).lower()
-    return _SPACE.sub(" ", _DIGIT.sub("0", text)).strip()
+    return " ".join(_DIGIT.sub("0", text).split())  # split() breaks where `\s` matches
 
 
 _MASK64 = (1 << 64) - 1
@@ -133,7 +133,7 @@ def text_features(text: str, config: FeatureConfig) -> tuple[Indices, Values]:
     counts: list[int] = []
     words = _WORD.findall(norm)
     if words:
-        crc = np.fromiter((zlib.crc32(w.encode()) for w in words), np.uint64, len(words))
+        crc = np.fromiter(map(zlib.crc32, map(str.encode, words)), np.uint64, len(words))
         keys.append(crc ^ _NS_WORD)
         counts.append(len(crc))
         if len(crc) > 1:
@@ -166,7 +166,7 @@ def features(
     of them; a zero adds nothing)."""
     idx, val = text_features(text, config)
     names = config.rule_features
-    rule_val = np.fromiter((rules.get(n, 0.0) for n in names), np.float32, len(names))
+    rule_val = np.fromiter(map(rules.get, names, repeat(0.0)), np.float32, len(names))
     return np.concatenate([idx, _rule_indices(config)]), np.concatenate([val, rule_val])
 
 
@@ -237,7 +237,8 @@ class LearnedScorer:
         )
 
     def save(self, npz_path: Path, json_path: Path, meta: Mapping[str, Any]) -> None:
-        """float16 weights, zlib-compressed (most buckets stay at exactly zero)."""
+        """Weights as float16 (their precision is far below what routing can notice),
+        zlib-compressed; float32 again in memory."""
         np.savez_compressed(npz_path, weights=self._w.astype(np.float16), bias=self._b)
         body = {
             **meta,
