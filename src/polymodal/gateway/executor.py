@@ -35,6 +35,7 @@ from polymodal.domain.errors import (
 )
 from polymodal.gateway.health import HealthRegistry, LoopLag
 from polymodal.providers.base import Deadlines, Provider
+from polymodal.providers.errors import truncated
 
 T = TypeVar("T")
 DEFAULT_COOLDOWN_S = 5.0  # a 429 without Retry-After
@@ -56,7 +57,6 @@ class Trace:
     deployment: Deployment | None = None
     failover_s: float = 0.0
     first_byte_at: float | None = None
-    tokens: list[tuple[Deployment, int, int]] = field(default_factory=list)
 
     @property
     def tried(self) -> int:
@@ -335,8 +335,6 @@ class Executor:
             try:
                 first = await anext(iterator)
             except StopAsyncIteration as e:
-                from polymodal.providers.errors import truncated
-
                 raise truncated(d.provider) from e
             except BaseException:
                 with contextlib.suppress(Exception):

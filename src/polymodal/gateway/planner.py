@@ -5,7 +5,7 @@ request refused here)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from polymodal.domain.catalog import Deployment
 from polymodal.domain.chat import ChatRequest, Message
@@ -203,6 +203,4 @@ class Planner:
 
 
 def _with_tier(decision: RouteDecision, tier: str) -> RouteDecision:
-    from dataclasses import replace
-
     return replace(decision, tier=tier)

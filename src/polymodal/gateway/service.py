@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from polymodal.domain.catalog import Deployment
@@ -50,7 +50,6 @@ class Routed:
 
     decision: RouteDecision
     trace: Trace
-    extra: dict[str, str] = field(default_factory=dict)
 
     def header(self) -> str:
         d = self.trace.deployment
