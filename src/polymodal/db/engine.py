@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from polymodal.db.scope import TenantScopedSession
 from polymodal.settings import Settings
 
 
@@ -52,4 +53,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(
+        engine, expire_on_commit=False, sync_session_class=TenantScopedSession
+    )
