@@ -92,6 +92,8 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     display_name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    # active | disabled (refused everywhere) | locked (refused at login by an operator)
+    status: Mapped[str] = mapped_column(String(16), default="active")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -222,3 +224,6 @@ class HiddenTemplate(Base):
     template_id: Mapped[str] = mapped_column(String(100))
     created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+from polymodal.db import models_identity  # noqa: E402, F401  (identity tables)
