@@ -333,6 +333,78 @@ class Settings(BaseSettings):
         description="How long a resolved API key is cached per process. A revoked key "
         "stops working within this bound.",
     )
+    jwt_issuer: str = Field(
+        default="polymodal",
+        min_length=1,
+        description="`iss` of the access tokens polymodal signs (and requires back).",
+    )
+    jwt_audience: str = Field(
+        default="polymodal-api",
+        min_length=1,
+        description="`aud` of the access tokens polymodal signs (and requires back).",
+    )
+    jwt_algorithm: Literal["EdDSA", "RS256"] = Field(
+        default="EdDSA",
+        description="Signing algorithm of new keys (Ed25519 verifies in ~50 us).",
+    )
+    jwt_access_ttl_s: int = Field(
+        default=900,
+        ge=30,
+        le=86_400,
+        description="Lifetime of an access token (short: a stolen one soon expires).",
+    )
+    jwt_refresh_ttl_s: int = Field(
+        default=30 * 86_400,
+        ge=60,
+        description="Lifetime of a refresh token; each use rotates it for a fresh one.",
+    )
+    jwt_rotation_s: int = Field(
+        default=30 * 86_400,
+        ge=60,
+        description="A signing key older than this is rotated out at start-up (or by "
+        "`polymodal admin jwt rotate` at any time).",
+    )
+    jwt_leeway_s: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew allowed on `exp`/`nbf`/`iat`."
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed logins allowed per email and client address per window "
+        "before further attempts get 429.",
+    )
+    login_failure_window_s: float = Field(
+        default=900.0, gt=0, description="Window of `login_max_failures`."
+    )
+    invitation_ttl_s: int = Field(
+        default=7 * 86_400, ge=60, description="How long a member invitation can be accepted."
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="An external OpenID Connect issuer whose access tokens are accepted "
+        "(its `iss`); unset accepts only polymodal's own tokens.",
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        description="JWKS of the external issuer; unset uses `<oidc_issuer>/.well-known/jwks.json`.",
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="`aud` required in the external issuer's tokens."
+    )
+    oidc_tenant_claim: str = Field(
+        default="tenant", description="Claim of an external token naming the tenant (id or name)."
+    )
+    oidc_role_claim: str = Field(
+        default="role", description="Claim of an external token naming the role."
+    )
+    oidc_default_role: Literal["admin", "developer", "member", "viewer"] = Field(
+        default="member",
+        description="Role of an external token without a role claim. External tokens are "
+        "never owners: a role claim of `owner` maps to `admin`.",
+    )
+    oidc_jwks_ttl_s: float = Field(
+        default=300.0, gt=0, description="How long the external issuer's JWKS is cached."
+    )
 
     # --- health -------------------------------------------------------------------------
     readiness_timeout_s: float = Field(
