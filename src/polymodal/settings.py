@@ -198,6 +198,107 @@ class Settings(BaseSettings):
         description="Object store: `file://folder` (embedded) or `s3://bucket/prefix`.",
     )
 
+    # --- knowledge bases (RAG) -------------------------------------------------------------
+    qdrant_path: Path | None = Field(
+        default=None,
+        description="Folder of Qdrant local mode when qdrant_url is unset; unset uses "
+        "`<data_dir>/qdrant`. Local mode is one process only (it locks the folder).",
+    )
+    qdrant_timeout_s: float = Field(
+        default=10.0, gt=0, description="Timeout of one call to a Qdrant server."
+    )
+    ingest_queue: Literal["auto", "in-process", "celery"] = Field(
+        default="auto",
+        description="Where ingestion jobs run: `celery` (queue `ingest` on redis_url), "
+        "`in-process` (a runner inside `polymodal serve`), `auto` = celery when redis_url "
+        "is set. The job row in the database is the source of truth either way.",
+    )
+    ingest_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Documents the in-process runner ingests at once (embedding is CPU-bound "
+        "on the embedded profile, so more rarely helps there).",
+    )
+    ingest_job_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A running ingestion job whose heartbeat is older than this is taken "
+        "over (its worker died); it must exceed the time one embedding batch takes.",
+    )
+    ingest_max_attempts: int = Field(
+        default=3, ge=1, description="Attempts of one ingestion job before it is failed."
+    )
+    ingest_max_document_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest document file (upload or URL body) accepted; larger get 413. "
+        "An upload is also bounded by max_body_bytes.",
+    )
+    ingest_max_text_chars: int = Field(
+        default=2_000_000,
+        ge=1000,
+        description="Largest extracted text of one document (a zip-bomb docx or a huge "
+        "csv is refused with 413, not indexed in part).",
+    )
+    fetch_timeout_s: float = Field(
+        default=10.0, gt=0, description="Whole-download deadline when ingesting from a URL."
+    )
+    fetch_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Connect deadline per hop when ingesting from a URL."
+    )
+    fetch_max_redirects: int = Field(
+        default=5, ge=0, le=20, description="Redirects followed (each re-checked) per URL."
+    )
+    fetch_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="TEST ONLY: address networks (CIDR) URL ingestion may reach although "
+        "the SSRF guard would refuse them (e.g. `127.0.0.1/32` for a loopback test server). "
+        "Refused in production.",
+    )
+    chunk_tokens: int = Field(
+        default=512,
+        ge=32,
+        le=8192,
+        description="Chunk size in tokens of the knowledge base's embedding model (capped "
+        "at what the model embeds in one pass: 507 for multilingual-e5-small).",
+    )
+    chunk_overlap_tokens: int = Field(
+        default=50, ge=0, description="Tokens each chunk repeats from the end of the previous one."
+    )
+    embedding_cache_ttl_s: float = Field(
+        default=48 * 3600.0,
+        gt=0,
+        description="Lifetime of a cached chunk/query embedding (Redis, or in-process).",
+    )
+    embedding_cache_entries: int = Field(
+        default=20_000,
+        ge=1,
+        description="Embeddings the in-process cache keeps (embedded profile; ~1.5 KB each "
+        "at 384 dimensions).",
+    )
+    embedding_batch_size: int = Field(
+        default=32, ge=1, le=2048, description="Texts per embedding call when ingesting."
+    )
+    bm25_k1: float = Field(default=1.2, gt=0, description="BM25 term-frequency saturation.")
+    bm25_b: float = Field(default=0.75, ge=0, le=1, description="BM25 length normalisation.")
+    bm25_avg_chunk_tokens: float = Field(
+        default=256.0,
+        gt=0,
+        description="Average chunk length (words) BM25 normalises against; the IDF part "
+        "comes from Qdrant (modifier=IDF).",
+    )
+    search_candidates: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Candidates each arm (dense, BM25) returns before rank fusion.",
+    )
+    rrf_k: int = Field(
+        default=60, ge=1, description="Reciprocal rank fusion constant: score = sum 1/(k + rank)."
+    )
+
+
     # --- models -------------------------------------------------------------------------
     deployments: list[DeploymentSpec] = Field(
         default_factory=list,
@@ -481,6 +582,12 @@ class Settings(BaseSettings):
                     "secret_key is a placeholder or shorter than 32 characters; set "
                     "POLYMODAL_SECRET_KEY to a real secret outside development"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _no_fetch_allowlist_in_production(self) -> Settings:
+        if self.environment == "production" and self.fetch_allow_networks:
+            raise ValueError("fetch_allow_networks is for tests only; unset it in production")
         return self
 
     # --- derived --------------------------------------------------------------------------
