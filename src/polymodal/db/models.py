@@ -228,3 +228,4 @@ class HiddenTemplate(Base):
 
 from polymodal.db import models_identity  # noqa: E402, F401  (identity tables)
 from polymodal.db import models_rag  # noqa: E402, F401  (knowledge base tables)
+from polymodal.db import models_economics  # noqa: E402, F401  (rate limits and budgets)
