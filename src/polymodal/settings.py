@@ -165,6 +165,15 @@ class Settings(BaseSettings):
         gt=0,
         description="Give up connecting to the database after this long.",
     )
+    database_rls_role: str = Field(
+        default="polymodal_app",
+        pattern=r"^([a-z_][a-z0-9_]{0,62})?$",
+        description="PostgreSQL role every pooled connection switches to (`SET ROLE`), "
+        "created by `polymodal migrate` without SUPERUSER or BYPASSRLS, so Row-Level "
+        "Security holds even when the URL's user could bypass it; that user (the "
+        "migrator and owner) serves only the documented cross-tenant lookups. Empty "
+        "runs everything as the URL's user.",
+    )
 
     # --- cache, limits, pub/sub -------------------------------------------------------
     redis_url: str | None = Field(
