@@ -25,11 +25,17 @@ from polymodal.gateway.health import LoopLag
 from polymodal.gateway.health_bus import SharedHealthBus
 from polymodal.gateway.tokens import warm_up as warm_up_tokenizer
 from polymodal.observability.logging import configure_logging, get_logger
-from polymodal.observability.metrics import GatewayMetrics, HttpMetrics, TemplateMetrics
+from polymodal.observability.metrics import (
+    GatewayMetrics,
+    HttpMetrics,
+    TemplateMetrics,
+    UsageMetrics,
+)
 from polymodal.settings import Settings, load_settings
 from polymodal.templates import language as template_language
 from polymodal.templates.catalog import builtin_catalog
 from polymodal.templates.service import TemplateService
+from polymodal.tenancy.admin import PLANS
 from polymodal.tenancy.auth import KeyAuthenticator
 
 
@@ -48,6 +54,9 @@ def create_app(
     catalog = factory.catalog(settings, environ, providers)
     factory.routes(settings, catalog)  # a route naming a missing deployment stops start-up
     gateway_metrics = GatewayMetrics(metrics.registry)
+    usage_metrics = UsageMetrics(
+        metrics.registry, deployments=[d.id for d in catalog], plans=PLANS
+    )
     health_registry = factory.health(settings)
     template_catalog = builtin_catalog()  # a broken catalog file stops start-up, named
     template_metrics = TemplateMetrics(metrics.registry)
@@ -67,6 +76,7 @@ def create_app(
             registry=health_registry,
             metrics=gateway_metrics,
             lag=lag,
+            usage_metrics=usage_metrics,
         )
         broadcaster = factory.broadcaster(settings, cache)
         bus = SharedHealthBus(broadcaster, cache)

@@ -113,6 +113,26 @@ class RoutesSpec(BaseModel):
     )
 
 
+class PlanLimitsSpec(BaseModel):
+    """One plan's default rate limits (``plan_limits:`` in polymodal.yaml); tenants and
+    keys may have their own overrides within them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int = Field(ge=1)
+    tokens_per_minute: int = Field(ge=1)
+
+
+def _default_plan_limits() -> dict[str, PlanLimitsSpec]:
+    # free: a person trying the product; pro: a small team's app in production;
+    # enterprise: a busy product. Operators tune these in polymodal.yaml.
+    return {
+        "free": PlanLimitsSpec(requests_per_minute=60, tokens_per_minute=200_000),
+        "pro": PlanLimitsSpec(requests_per_minute=600, tokens_per_minute=2_000_000),
+        "enterprise": PlanLimitsSpec(requests_per_minute=6000, tokens_per_minute=20_000_000),
+    }
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -307,7 +327,6 @@ class Settings(BaseSettings):
         default=60, ge=1, description="Reciprocal rank fusion constant: score = sum 1/(k + rank)."
     )
 
-
     # --- models -------------------------------------------------------------------------
     deployments: list[DeploymentSpec] = Field(
         default_factory=list,
@@ -434,6 +453,61 @@ class Settings(BaseSettings):
     )
     usage_batch_size: int = Field(
         default=500, ge=1, description="Largest batch of usage rows per database write."
+    )
+    usage_spool_dir: Path | None = Field(
+        default=None,
+        description="Crash spool of the usage ledger: every row is appended here before "
+        "it counts as queued and replayed at start-up if the process died before writing "
+        "it to the database. Unset uses `<data_dir>/usage-spool`; give each replica its "
+        "own persistent folder.",
+    )
+    usage_spool_max_bytes: int = Field(
+        default=1024**3,
+        ge=1024 * 1024,
+        description="Most bytes the usage spool may hold while the database is down; rows "
+        "beyond it stay in memory only (counted in polymodal_usage_spool_errors_total).",
+    )
+    usage_max_pending: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most usage rows held in memory awaiting a write; rows beyond it are "
+        "dropped and counted (polymodal_usage_rows_dropped_total{reason=queue_full}).",
+    )
+
+    # --- rate limits and budgets ----------------------------------------------------------
+    rate_limits_enabled: bool = Field(
+        default=True,
+        description="Enforce requests- and tokens-per-minute limits (false: only budgets "
+        "apply, e.g. for load benchmarks).",
+    )
+    plan_limits: dict[str, PlanLimitsSpec] = Field(
+        default_factory=_default_plan_limits,
+        description="Rate limits per plan (YAML): free 60 rpm / 200k tpm, pro 600 rpm / 2M "
+        "tpm, enterprise 6000 rpm / 20M tpm. A tenant's plan must be one of these names.",
+    )
+    estimate_output_tokens: int = Field(
+        default=1024,
+        ge=1,
+        description="Output tokens assumed for a chat request without max_tokens, in the "
+        "tokens-per-minute check and the budget reservation. A longer answer can overspend a "
+        "hard budget by its excess; clients that set max_tokens are bounded exactly.",
+    )
+    budget_reservation_ttl_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="A budget reservation whose call never settled (its process died) stops "
+        "counting after this long; must exceed the longest call.",
+    )
+    budget_alert_thresholds: list[float] = Field(
+        default_factory=lambda: [0.8, 1.0],
+        description="Fractions of a budget at which an alert is recorded once per month "
+        "(metric, log line and stored flag), unless the budget sets its own.",
+    )
+    limits_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a tenant's plan, limit overrides and budgets are cached per "
+        "process; a change made on another replica applies within this bound.",
     )
 
     # --- authentication -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from polymodal.cache.memory import TTLCache
 from polymodal.cache.pubsub import Broadcaster, LocalBroadcaster, RedisBroadcaster
 from polymodal.cache.redis import RedisCache
 from polymodal.db import repositories
+from polymodal.db.scope import tenant_session
 from polymodal.domain.catalog import Deployment
 from polymodal.domain.principal import Principal
 from polymodal.gateway import language
@@ -23,11 +24,12 @@ from polymodal.gateway.planner import Planner
 from polymodal.gateway.routing import TIERS, RouteTable, TenantPolicy
 from polymodal.gateway.service import Gateway
 from polymodal.gateway.tokens import count_tokens
-from polymodal.observability.metrics import GatewayMetrics
+from polymodal.observability.metrics import GatewayMetrics, UsageMetrics
 from polymodal.providers import registry
 from polymodal.providers.base import Deadlines, Provider, ProviderContext
 from polymodal.providers.http import Upstream
 from polymodal.settings import Settings
+from polymodal.tenancy.spool import Spool
 from polymodal.tenancy.usage import UsageRecorder
 
 
@@ -121,7 +123,7 @@ def tenant_policies(
         key = str(principal.tenant_id)
         policy = cached.get(key)
         if policy is None:
-            async with sessions() as session:
+            async with tenant_session(sessions, principal.tenant_id) as session:
                 raw = await repositories.get_tenant_policy(session, tenant_id=principal.tenant_id)
             policy = policy_from_dict(raw)
             cached.set(key, policy, ttl_s=ttl_s)
@@ -155,11 +157,19 @@ def gateway(
     registry: HealthRegistry,
     metrics: GatewayMetrics | None,
     lag: LoopLag | None = None,
+    usage_metrics: UsageMetrics | None = None,
 ) -> tuple[Gateway, UsageRecorder]:
     recorder = UsageRecorder(
         sessions,
         flush_interval_s=settings.usage_flush_interval_s,
         batch_size=settings.usage_batch_size,
+        max_pending=settings.usage_max_pending,
+        spool=Spool(
+            settings.usage_spool_dir or settings.data_dir / "usage-spool",
+            max_bytes=settings.usage_spool_max_bytes,
+        ),
+        metrics=usage_metrics,
+        plan_ttl_s=settings.auth_cache_ttl_s,
     )
     planner = Planner(
         catalog=catalog,

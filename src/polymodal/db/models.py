@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -130,19 +131,39 @@ class ApiKey(Base):
 
 
 class AuditEvent(Base):
-    """Append-only, hash-chained per tenant (verification arrives with the tenancy issue)."""
+    """Append-only, hash-chained per tenant: each row's ``hash`` covers its fields and the
+    previous row's hash; ``seq`` counts 1, 2, 3... per tenant, so a deleted row leaves a
+    gap (``polymodal admin audit verify``, tenancy/audit.py)."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_tenant_seq", "tenant_id", "id"),)
+    __table_args__ = (
+        Index("ix_audit_events_tenant_seq", "tenant_id", "id"),
+        UniqueConstraint("tenant_id", "seq", name="uq_audit_events_tenant_seq"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(200), default="")
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The last link of a tenant's audit chain. Appends lock this row (so two writers
+    cannot fork the chain) and move it forward; the verifier compares it with the last
+    row, which is how deleting the newest event is caught."""
+
+    __tablename__ = "audit_heads"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
 
 
@@ -176,7 +197,10 @@ class UsageEvent(Base):
     tier: Mapped[str | None] = mapped_column(String(16), default=None)
     task: Mapped[str | None] = mapped_column(String(32), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
+    cache_hit: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Idempotency key of the ledger spool's replay (NULL only on rows older than 0007).
+    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, default=None)
 
 
 class CustomTemplate(Base):
@@ -228,4 +252,5 @@ class HiddenTemplate(Base):
 
 from polymodal.db import models_identity  # noqa: E402, F401  (identity tables)
 from polymodal.db import models_rag  # noqa: E402, F401  (knowledge base tables)
+from polymodal.db import models_chatbots  # noqa: E402, F401  (chatbot tables)
 from polymodal.db import models_economics  # noqa: E402, F401  (rate limits and budgets)

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from polymodal.db.models import ApiKey, AuditEvent, Membership, Tenant, UsageEvent, User
+from polymodal.db.dialects import insert_ignoring
+from polymodal.db.models import (
+    ApiKey,
+    AuditEvent,
+    AuditHead,
+    Membership,
+    Tenant,
+    UsageEvent,
+    User,
+)
 
 GENESIS_HASH = "0" * 64
 
@@ -133,6 +142,26 @@ def audit_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + payload).hexdigest()
 
 
+def audit_fields(
+    *,
+    tenant_id: uuid.UUID,
+    actor: str,
+    action: str,
+    target: str,
+    data: dict[str, Any],
+    created_at: datetime,
+) -> dict[str, Any]:
+    """What an event's hash covers (the verifier recomputes it from the stored row)."""
+    return {
+        "tenant_id": str(tenant_id),
+        "actor": actor,
+        "action": action,
+        "target": target,
+        "data": data,
+        "created_at": created_at.isoformat(),
+    }
+
+
 async def append_audit(
     session: AsyncSession,
     *,
@@ -143,33 +172,37 @@ async def append_audit(
     data: dict[str, Any] | None = None,
     at: datetime,
 ) -> AuditEvent:
-    last = await session.execute(
-        select(AuditEvent.hash)
-        .where(AuditEvent.tenant_id == tenant_id)
-        .order_by(AuditEvent.id.desc())
-        .limit(1)
+    """Append one event to the tenant's chain. The head row is created if missing and
+    locked (PostgreSQL ``FOR UPDATE``; SQLite has one writer), so concurrent appends queue
+    instead of forking the chain."""
+    await session.execute(
+        insert_ignoring(session, AuditHead).values(
+            tenant_id=tenant_id, seq=0, hash=GENESIS_HASH
+        )
     )
-    prev = last.scalar_one_or_none() or GENESIS_HASH
+    head = (
+        await session.execute(
+            select(AuditHead).where(AuditHead.tenant_id == tenant_id).with_for_update()
+        )
+    ).scalar_one()
     body = data or {}
-    fields = {
-        "tenant_id": str(tenant_id),
-        "actor": actor,
-        "action": action,
-        "target": target,
-        "data": body,
-        "created_at": at.isoformat(),
-    }
+    at = at.astimezone(UTC)  # hashed as stored: the verifier reads UTC back
+    fields = audit_fields(
+        tenant_id=tenant_id, actor=actor, action=action, target=target, data=body, created_at=at
+    )
     event = AuditEvent(
         tenant_id=tenant_id,
+        seq=head.seq + 1,
         actor=actor,
         action=action,
         target=target,
         data=body,
         created_at=at,
-        prev_hash=prev,
-        hash=audit_hash(prev, fields),
+        prev_hash=head.hash,
+        hash=audit_hash(head.hash, fields),
     )
     session.add(event)
+    head.seq, head.hash = event.seq, event.hash
     await session.flush()
     return event
 

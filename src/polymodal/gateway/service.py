@@ -139,8 +139,6 @@ class Gateway:
             self._metrics.call(
                 attempts=[(a.deployment, a.outcome) for a in trace.attempts],
                 failover_s=trace.failover_s,
-                deployment=d.id,
-                cost=float(cost),
             )
 
     @staticmethod

@@ -3,6 +3,7 @@ cardinality stays bounded."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -13,6 +14,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+
+from polymodal.domain.usage import FEATURE_KINDS, OTHER, feature_kind
 
 LATENCY_BUCKETS = (
     0.001,
@@ -98,12 +101,6 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.cost = Counter(
-            "polymodal_cost_usd_total",
-            "Model cost in USD by deployment.",
-            ["deployment"],
-            registry=registry,
-        )
         self.breaker_state = Gauge(
             "polymodal_breaker_state",
             "Breaker state per deployment: 0 closed, 1 half-open, 2 open.",
@@ -119,8 +116,6 @@ class GatewayMetrics:
         *,
         attempts: list[tuple[str, str]],
         failover_s: float,
-        deployment: str,
-        cost: float,
     ) -> None:
         failed = False
         for name, outcome in attempts:
@@ -132,8 +127,6 @@ class GatewayMetrics:
                 self.failovers.labels(outcome).inc()
         if failed:
             self.failover_seconds.observe(failover_s)
-        if cost:
-            self.cost.labels(deployment).inc(cost)
 
 
 class TemplateMetrics:
@@ -170,3 +163,75 @@ class TemplateMetrics:
 
     def json_repair(self, *, repaired: bool) -> None:
         self.json_repairs.labels("repaired" if repaired else "failed").inc()
+
+
+class UsageMetrics:
+    """Tokens and cost from the usage ledger, and the ledger's own losses.
+
+    Labels are bounded by construction: ``plan`` is one of the known plans, ``feature_kind``
+    the part of the feature tag before ``:`` (api, template, chatbot, pipeline, media),
+    ``deployment`` a catalog id; anything else is counted as ``other``. Counted when the
+    ledger writer takes rows off its queue, not per request (no work on the hot path).
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, *, deployments: Iterable[str], plans: Iterable[str]
+    ) -> None:
+        self._deployments = frozenset(deployments)
+        self._plans = frozenset(plans)
+        self.tokens = Counter(
+            "polymodal_tokens_total",
+            "Model tokens by tenant plan, feature kind, deployment and direction (in, out).",
+            ["plan", "feature_kind", "deployment", "direction"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "polymodal_cost_usd_total",
+            "Model cost in USD by tenant plan, feature kind and deployment.",
+            ["plan", "feature_kind", "deployment"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "polymodal_usage_rows_dropped_total",
+            "Usage ledger rows lost, by reason (queue_full, spool_corrupt, tenant_gone).",
+            ["reason"],
+            registry=registry,
+        )
+        self.spool_errors = Counter(
+            "polymodal_usage_spool_errors_total",
+            "Usage rows that could not be appended to the crash spool (kept in memory only).",
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "polymodal_usage_backlog_rows",
+            "Usage rows queued or spooled and not yet in the database.",
+            registry=registry,
+        )
+
+    def label_values(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """Every value each label can take (plans, feature kinds, deployments)."""
+        return (
+            self._plans | {OTHER},
+            FEATURE_KINDS | {OTHER},
+            self._deployments | {OTHER},
+        )
+
+    def call(
+        self,
+        *,
+        plan: str,
+        feature: str,
+        deployment: str,
+        tokens_in: int,
+        tokens_out: int,
+        cost: float,
+    ) -> None:
+        p = plan if plan in self._plans else OTHER
+        f = feature_kind(feature)
+        d = deployment if deployment in self._deployments else OTHER
+        if tokens_in:
+            self.tokens.labels(p, f, d, "in").inc(tokens_in)
+        if tokens_out:
+            self.tokens.labels(p, f, d, "out").inc(tokens_out)
+        if cost:
+            self.cost.labels(p, f, d).inc(cost)
