@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.app import create_app
 from polymodal.db.models import ApiKey
+from polymodal.db.scope import tenant_session
 from polymodal.domain.errors import Unauthenticated
 from polymodal.tenancy import admin
 from polymodal.tenancy.auth import KeyAuthenticator
@@ -42,7 +43,7 @@ async def test_key_is_stored_only_as_a_hash(sessions: async_sessionmaker[AsyncSe
     issued = await _tenant_with_key(sessions)
     parts = parse_key(issued.secret)
     assert parts is not None
-    async with sessions() as session:
+    async with tenant_session(sessions, issued.tenant_id) as session:
         row = (await session.execute(select(ApiKey).where(ApiKey.id == issued.id))).scalar_one()
         values = [str(getattr(row, c.key)) for c in ApiKey.__table__.columns]
     assert row.secret_hash == hash_secret(parts.secret)

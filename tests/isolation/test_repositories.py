@@ -1,13 +1,17 @@
-"""A repository call for tenant A never returns tenant B's rows."""
+"""The first line: a repository call for tenant A never returns tenant B's rows, even in
+a session scoped to A (so RLS would not hide a wrong filter's result here: the filter
+itself is what is checked; tests/isolation/test_rls.py checks the second line)."""
 
 from __future__ import annotations
 
 import itertools
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.db import repositories
+from polymodal.db.scope import system_session, tenant_session
 from polymodal.tenancy import admin
 
 
@@ -24,14 +28,14 @@ async def test_repositories_filter_by_tenant(sessions: async_sessionmaker[AsyncS
     a = await _tenant(sessions, shared_email)
     b = await _tenant(sessions, shared_email)  # the same person, member of both
 
-    async with sessions() as s:
-        keys_a = await repositories.list_api_keys(s, tenant_id=a)
+    async with tenant_session(sessions, b) as s:
         keys_b = await repositories.list_api_keys(s, tenant_id=b)
-        assert keys_a and keys_b
-        assert {k.tenant_id for k in keys_a} == {a}
-        assert {k.tenant_id for k in keys_b} == {b}
-
-        # An id from tenant B is invisible through tenant A.
+        assert keys_b and {k.tenant_id for k in keys_b} == {b}
+    # A system session sees every tenant's rows, so only the repository filter stands
+    # between tenant A and B's key here.
+    async with system_session(sessions) as s:
+        keys_a = await repositories.list_api_keys(s, tenant_id=a)
+        assert keys_a and {k.tenant_id for k in keys_a} == {a}
         assert await repositories.get_api_key(s, tenant_id=a, key_id=keys_b[0].id) is None
         assert await repositories.get_api_key(s, tenant_id=b, key_id=keys_b[0].id) is not None
 
@@ -42,13 +46,11 @@ async def test_repositories_filter_by_tenant(sessions: async_sessionmaker[AsyncS
         assert [u.email for u, _ in members_a] == [shared_email]
 
     # Revoking B's key through A changes nothing.
-    async with sessions() as s, s.begin():
-        from datetime import UTC, datetime
-
+    async with system_session(sessions) as s, s.begin():
         assert not await repositories.revoke_api_key(
             s, tenant_id=a, key_id=keys_b[0].id, at=datetime.now(UTC)
         )
-    async with sessions() as s:
+    async with tenant_session(sessions, b) as s:
         key = await repositories.get_api_key(s, tenant_id=b, key_id=keys_b[0].id)
         assert key is not None and key.revoked_at is None
 
@@ -57,7 +59,7 @@ async def test_audit_chain_links_each_event_to_the_previous(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     tenant_id = await _tenant(sessions, f"chain-{uuid.uuid4().hex[:6]}@example.test")
-    async with sessions() as s:
+    async with tenant_session(sessions, tenant_id) as s:
         events = list(reversed(await repositories.list_audit(s, tenant_id=tenant_id)))
     assert [e.action for e in events] == ["tenant.create", "member.add", "key.create"]
     assert events[0].prev_hash == repositories.GENESIS_HASH

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from polymodal.db.scope import TenantScopedSession
+from polymodal.db.scope import ROLE_APPLIED, ROLE_CONFIGURED, TenantScopedSession
 from polymodal.settings import Settings
 
 
@@ -26,6 +26,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _switch_role(role: str) -> Any:
+    """A connect hook: the new connection becomes ``role`` for its whole life, so
+    Row-Level Security holds even when the URL's user is a superuser or the owner.
+
+    Before the first `polymodal migrate` the role does not exist yet; the connection then
+    stays the URL's user (migrations need exactly that) and is marked, and
+    `polymodal.db.scope` refuses to open a tenant session on it."""
+    quoted = '"' + role.replace('"', '""') + '"'
+
+    async def apply(conn: Any) -> bool:
+        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+        if exists:
+            # Outside any transaction, so a later ROLLBACK cannot undo it.
+            await conn.execute(f"SET ROLE {quoted}")
+        return bool(exists)
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        record.info[ROLE_CONFIGURED] = role  # "" = confinement switched off by settings
+        record.info[ROLE_APPLIED] = bool(role) and dbapi_connection.run_async(apply)
+
+    return on_connect
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -41,7 +64,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     server_settings = {"application_name": "polymodal"}
     if settings.database_schema:
         server_settings["search_path"] = settings.database_schema
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
@@ -50,6 +73,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "server_settings": server_settings,
         },
     )
+    event.listen(engine.sync_engine, "connect", _switch_role(settings.database_rls_role))
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,7 +1,9 @@
 """The few lookups that happen before a tenant is known: tenant admin and key resolution.
 
 These are the only queries without a tenant filter. They serve the operator CLI and the
-first step of authentication (a key's prefix says which tenant it belongs to).
+first step of authentication (a key's prefix says which tenant it belongs to). Callers
+run them in a `polymodal.db.scope.system_session`, the one kind of session Row-Level
+Security does not hold; tenant-owned work never does.
 """
 
 from __future__ import annotations

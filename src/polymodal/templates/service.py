@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from polymodal.db import repositories
 from polymodal.db import templates as repo
 from polymodal.db.models import CustomTemplate, CustomTemplateVersion, utcnow
+from polymodal.db.scope import tenant_session
 from polymodal.domain.chat import ChatChunk
 from polymodal.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from polymodal.domain.principal import Principal, Role
@@ -113,7 +114,7 @@ class TemplateService:
         return entry
 
     async def _visible(self, tenant_id: uuid.UUID) -> list[Entry]:
-        async with self._sessions() as session:
+        async with tenant_session(self._sessions, tenant_id) as session:
             customs = await repo.list_latest_custom(session, tenant_id=tenant_id)
             hidden = await repo.hidden_ids(session, tenant_id=tenant_id)
         own = {t.template_id: self._custom_entry(tenant_id, v) for t, v in customs}
@@ -123,7 +124,7 @@ class TemplateService:
         return sorted(entries, key=lambda e: (order[e.template.category], e.id))
 
     async def _find(self, tenant_id: uuid.UUID, template_id: str) -> Entry:
-        async with self._sessions() as session:
+        async with tenant_session(self._sessions, tenant_id) as session:
             found = await repo.get_custom_version(
                 session, tenant_id=tenant_id, template_id=template_id
             )
@@ -294,7 +295,10 @@ class TemplateService:
             )
         stored = template.model_dump(mode="json", by_alias=True)
         try:
-            async with self._sessions() as session, session.begin():
+            async with (
+                tenant_session(self._sessions, principal.tenant_id) as session,
+                session.begin(),
+            ):
                 exists = await repo.find_custom(
                     session, tenant_id=principal.tenant_id, template_id=template.id
                 )
@@ -321,7 +325,10 @@ class TemplateService:
         self._require_editor(principal)
         template = self._checked(definition, template_id=template_id)
         try:
-            async with self._sessions() as session, session.begin():
+            async with (
+                tenant_session(self._sessions, principal.tenant_id) as session,
+                session.begin(),
+            ):
                 t = await repo.find_custom(
                     session, tenant_id=principal.tenant_id, template_id=template_id, for_update=True
                 )
@@ -348,7 +355,7 @@ class TemplateService:
 
     async def delete_custom(self, principal: Principal, template_id: str) -> None:
         self._require_editor(principal)
-        async with self._sessions() as session, session.begin():
+        async with tenant_session(self._sessions, principal.tenant_id) as session, session.begin():
             if not await repo.delete_custom(
                 session, tenant_id=principal.tenant_id, template_id=template_id
             ):
@@ -358,7 +365,7 @@ class TemplateService:
     async def get_custom(
         self, principal: Principal, template_id: str, *, version: int | None = None
     ) -> CustomRecord:
-        async with self._sessions() as session:
+        async with tenant_session(self._sessions, principal.tenant_id) as session:
             found = await repo.get_custom_version(
                 session, tenant_id=principal.tenant_id, template_id=template_id, version=version
             )
@@ -374,7 +381,7 @@ class TemplateService:
     async def custom_versions(
         self, principal: Principal, template_id: str
     ) -> list[CustomTemplateVersion]:
-        async with self._sessions() as session:
+        async with tenant_session(self._sessions, principal.tenant_id) as session:
             versions = await repo.list_custom_versions(
                 session, tenant_id=principal.tenant_id, template_id=template_id
             )
@@ -383,7 +390,7 @@ class TemplateService:
         return versions
 
     async def list_custom(self, principal: Principal) -> CustomListing:
-        async with self._sessions() as session:
+        async with tenant_session(self._sessions, principal.tenant_id) as session:
             rows = await repo.list_latest_custom(session, tenant_id=principal.tenant_id)
             hidden = await repo.hidden_ids(session, tenant_id=principal.tenant_id)
         return CustomListing([_record(t, v) for t, v in rows], sorted(hidden))
@@ -395,7 +402,7 @@ class TemplateService:
             raise NotFound(
                 f"template '{template_id}' is not a built-in template.", code="template_not_found"
             )
-        async with self._sessions() as session, session.begin():
+        async with tenant_session(self._sessions, principal.tenant_id) as session, session.begin():
             if hidden:
                 changed = await repo.hide(
                     session,

@@ -1,5 +1,9 @@
 """Operator actions on tenants, users and keys (used by `polymodal admin` and, later, the
 management API). Each function is one transaction and writes its own audit event.
+
+Finding a tenant by name or id, and creating or counting tenants, precede any tenant, so
+they run in a system session; everything done inside a tenant runs in that tenant's
+session, under Row-Level Security like the API.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.db import repositories, system
 from polymodal.db.models import ApiKey, Tenant
+from polymodal.db.scope import system_session, tenant_session
 from polymodal.domain.errors import Conflict, InvalidRequest, NotFound
 from polymodal.domain.principal import Role
 from polymodal.tenancy.keys import hash_secret, new_key
@@ -46,7 +51,7 @@ async def create_tenant(
         raise InvalidRequest("tenant name must be 1-100 characters", code="invalid_name")
     if plan not in PLANS:
         raise InvalidRequest(f"plan must be one of {', '.join(PLANS)}", code="invalid_plan")
-    async with sessions() as session, session.begin():
+    async with system_session(sessions) as session, session.begin():
         if await system.find_tenant(session, ref=name) is not None:
             raise Conflict(f"tenant {name!r} already exists", code="tenant_exists")
         tenant = await system.create_tenant(session, name=name, plan=plan)
@@ -63,12 +68,14 @@ async def create_tenant(
 
 
 async def list_tenants(sessions: async_sessionmaker[AsyncSession]) -> list[Tenant]:
-    async with sessions() as session:
+    async with system_session(sessions) as session:
         return await system.list_tenants(session)
 
 
-async def _tenant(session: AsyncSession, ref: str) -> Tenant:
-    tenant = await system.find_tenant(session, ref=ref)
+async def _tenant(sessions: async_sessionmaker[AsyncSession], ref: str) -> Tenant:
+    """The tenant an operator names (by name or id): a lookup that precedes the tenant."""
+    async with system_session(sessions) as session:
+        tenant = await system.find_tenant(session, ref=ref)
     if tenant is None:
         raise NotFound(f"no tenant {ref!r}", code="tenant_not_found")
     return tenant
@@ -90,8 +97,8 @@ async def add_user(
         raise InvalidRequest(
             f"role must be one of {', '.join(r.value for r in Role)}", code="invalid_role"
         )
-    async with sessions() as session, session.begin():
-        t = await _tenant(session, tenant)
+    t = await _tenant(sessions, tenant)
+    async with tenant_session(sessions, t.id) as session, session.begin():
         user = await repositories.find_user_by_email(session, email=email)
         if user is None:
             user = await system.create_user(session, email=email, display_name=display_name)
@@ -123,8 +130,8 @@ async def issue_key(
     if expires_in is not None and expires_in <= timedelta(0):
         raise InvalidRequest("expiry must be in the future", code="invalid_expiry")
     full, parts = new_key()
-    async with sessions() as session, session.begin():
-        t = await _tenant(session, tenant)
+    t = await _tenant(sessions, tenant)
+    async with tenant_session(sessions, t.id) as session, session.begin():
         member = await repositories.get_member(session, tenant_id=t.id, email=email)
         if member is None:
             raise NotFound(f"{email} is not a member of {t.name}", code="member_not_found")
@@ -156,8 +163,8 @@ async def issue_key(
 async def revoke_key(
     sessions: async_sessionmaker[AsyncSession], *, tenant: str, key_id: uuid.UUID, actor: str
 ) -> None:
-    async with sessions() as session, session.begin():
-        t = await _tenant(session, tenant)
+    t = await _tenant(sessions, tenant)
+    async with tenant_session(sessions, t.id) as session, session.begin():
         if not await repositories.revoke_api_key(session, tenant_id=t.id, key_id=key_id, at=_now()):
             raise NotFound(f"no live key {key_id} in {t.name}", code="key_not_found")
         await repositories.append_audit(
@@ -171,8 +178,8 @@ async def revoke_key(
 
 
 async def list_keys(sessions: async_sessionmaker[AsyncSession], *, tenant: str) -> list[ApiKey]:
-    async with sessions() as session:
-        t = await _tenant(session, tenant)
+    t = await _tenant(sessions, tenant)
+    async with tenant_session(sessions, t.id) as session:
         return await repositories.list_api_keys(session, tenant_id=t.id)
 
 
@@ -184,7 +191,7 @@ async def bootstrap_demo(
     The key is written to ``key_file`` (mode 600). Returns None when tenants already
     exist, so a second run keeps the data and the key.
     """
-    async with sessions() as session:
+    async with system_session(sessions) as session:
         if await system.count_tenants(session) > 0:
             return None
     await create_tenant(sessions, name=DEMO_TENANT, plan="free", actor="bootstrap")
@@ -240,8 +247,8 @@ async def set_routing_policy(
             not isinstance(value, list) or not all(isinstance(v, str) for v in value)
         ):
             raise InvalidRequest(f"{key}: must be a list of names", code="invalid_policy")
-    async with sessions() as session, session.begin():
-        t = await _tenant(session, tenant)
+    t = await _tenant(sessions, tenant)
+    async with tenant_session(sessions, t.id) as session, session.begin():
         await repositories.set_tenant_policy(session, tenant_id=t.id, policy=dict(policy))
         await repositories.append_audit(
             session,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.cache.memory import TTLCache
 from polymodal.db import repositories, system
+from polymodal.db.scope import system_session, tenant_session
 from polymodal.domain.errors import Unauthenticated
 from polymodal.domain.principal import Principal, Role
 from polymodal.tenancy.keys import parse_key, secret_matches
@@ -74,10 +75,12 @@ class KeyAuthenticator:
         self._cache.pop(prefix)
 
     async def _load(self, prefix: str) -> _CachedKey | None:
-        async with self._sessions() as session:
+        # The prefix names the tenant, so this one lookup precedes it (a system session).
+        async with system_session(self._sessions) as session:
             key = await system.find_key_by_prefix(session, prefix=prefix)
-            if key is None:
-                return None
+        if key is None:
+            return None
+        async with tenant_session(self._sessions, key.tenant_id) as session:
             roles = await repositories.roles_of(
                 session, tenant_id=key.tenant_id, user_id=key.user_id
             )
