@@ -327,6 +327,65 @@ class Settings(BaseSettings):
         default=60, ge=1, description="Reciprocal rank fusion constant: score = sum 1/(k + rank)."
     )
 
+    # --- chatbots and the semantic query cache (RAG) --------------------------------------
+    semantic_cache_enabled: bool = Field(
+        default=True,
+        description="Reuse a retrieval for a near-identical query (same tenant, KBs, KB "
+        "versions and top_k).",
+    )
+    semantic_cache_threshold: float = Field(
+        default=0.92,
+        gt=0,
+        le=1,
+        description="Cosine between two queries' embeddings at or above which the later "
+        "query reuses the earlier one's retrieval (numbers, negations and named entities "
+        "must also match; see bench/rag_semantic_cache_eval.py).",
+    )
+    semantic_cache_embedding_model: str = Field(
+        default="local-e5-small",
+        description="Deployment that embeds queries for the semantic cache (`query:` prefix).",
+    )
+    semantic_cache_max_entries: int = Field(
+        default=2000,
+        ge=1,
+        description="Recent queries kept per (tenant, KBs, versions, top_k); a lookup is "
+        "one brute-force cosine over them.",
+    )
+    semantic_cache_ttl_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="A scope's cached queries expire this long after its last new entry.",
+    )
+    chatbot_top_k: int = Field(
+        default=5, ge=1, le=50, description="Sources a new chatbot retrieves by default."
+    )
+    chatbot_relevance_threshold: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Default for new chatbots: a hit whose dense cosine is below this does "
+        "not count; with none left the answer is the localized 'not in the knowledge base' "
+        "text, without a model call.",
+    )
+    chatbot_history_messages: int = Field(
+        default=6,
+        ge=0,
+        le=100,
+        description="Messages kept verbatim once a conversation's history is summarised.",
+    )
+    chatbot_summary_trigger_tokens: int = Field(
+        default=1500,
+        ge=100,
+        description="Unsummarised history above this many tokens is folded into the "
+        "conversation's summary (a call on chatbot_summary_tier) before the next answer.",
+    )
+    chatbot_summary_tier: Literal["simple", "complex", "critical"] = Field(
+        default="simple", description="Tier of the call that writes conversation summaries."
+    )
+    chatbot_max_message_chars: int = Field(
+        default=8000, ge=1, description="Longest user message a chatbot accepts."
+    )
+
     # --- models -------------------------------------------------------------------------
     deployments: list[DeploymentSpec] = Field(
         default_factory=list,
