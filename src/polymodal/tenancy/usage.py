@@ -44,7 +44,7 @@ _UUIDS = ("tenant_id", "user_id", "key_id", "event_id")
 UNKNOWN_PLAN = "unknown"
 
 
-def _row(record: UsageRecord) -> dict[str, Any]:
+def ledger_row(record: UsageRecord) -> dict[str, Any]:
     # dataclasses.asdict deep-copies every value; the ledger writes many rows.
     return {name: getattr(record, name) for name in _FIELDS}
 
@@ -57,7 +57,7 @@ def _default(value: object) -> str:
 
 def encode(record: UsageRecord) -> bytes:
     """One spool line (orjson writes UUIDs and aware datetimes natively)."""
-    return orjson.dumps(_row(record), default=_default) + b"\n"
+    return orjson.dumps(ledger_row(record), default=_default) + b"\n"
 
 
 def decode(line: bytes) -> UsageRecord:
@@ -253,7 +253,7 @@ class UsageRecorder:
     async def _insert(self, rows: list[UsageRecord]) -> None:
         try:
             async with system_session(self._sessions) as session, session.begin():
-                await ledger.insert_usage(session, rows=[_row(r) for r in rows])
+                await ledger.insert_usage(session, rows=[ledger_row(r) for r in rows])
         except IntegrityError:
             # A tenant erased while its rows waited: keep the rows of tenants that exist.
             async with system_session(self._sessions) as session, session.begin():
@@ -264,7 +264,7 @@ class UsageRecorder:
                 if len(kept) == len(rows):
                     raise
                 self._drop("tenant_gone", len(rows) - len(kept))
-                await ledger.insert_usage(session, rows=[_row(r) for r in kept])
+                await ledger.insert_usage(session, rows=[ledger_row(r) for r in kept])
 
     # --- metrics -----------------------------------------------------------------------------
 
