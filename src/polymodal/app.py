@@ -18,12 +18,13 @@ from polymodal.api.body import install_schemas
 from polymodal.api.errors import install_error_handlers
 from polymodal.api.middleware import RequestContextMiddleware
 from polymodal.api.state import AppState
-from polymodal.api.v1 import me, openai_compat, routing, templates
+from polymodal.api.v1 import budgets, me, openai_compat, routing, templates
 from polymodal.cache import open_cache
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.gateway.health import LoopLag
 from polymodal.gateway.health_bus import SharedHealthBus
 from polymodal.gateway.tokens import warm_up as warm_up_tokenizer
+from polymodal.observability.economics import EconomicsMetrics
 from polymodal.observability.logging import configure_logging, get_logger
 from polymodal.observability.metrics import (
     GatewayMetrics,
@@ -60,6 +61,7 @@ def create_app(
     health_registry = factory.health(settings)
     template_catalog = builtin_catalog()  # a broken catalog file stops start-up, named
     template_metrics = TemplateMetrics(metrics.registry)
+    economics_metrics = EconomicsMetrics(metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +70,9 @@ def create_app(
         cache = open_cache(settings)
         lag = LoopLag()
         lag.start()
+        economics = factory.economics(
+            settings, cache=cache, sessions=sessions, metrics=economics_metrics
+        )
         gateway, usage = factory.gateway(
             settings,
             catalog=catalog,
@@ -77,6 +82,7 @@ def create_app(
             metrics=gateway_metrics,
             lag=lag,
             usage_metrics=usage_metrics,
+            meter=economics,
         )
         broadcaster = factory.broadcaster(settings, cache)
         bus = SharedHealthBus(broadcaster, cache)
@@ -95,6 +101,7 @@ def create_app(
             gateway=gateway,
             usage=usage,
             health=health_registry,
+            economics=economics,
             templates=TemplateService(
                 catalog=template_catalog, sessions=sessions, metrics=template_metrics
             ),
@@ -103,6 +110,7 @@ def create_app(
         try:
             yield
         finally:
+            await economics.drain()  # settle what is in flight before the ledger's last flush
             await usage.stop()
             await lag.stop()
             await bus.close()
@@ -132,4 +140,5 @@ def create_app(
     app.include_router(openai_compat.router)
     app.include_router(routing.router)
     app.include_router(templates.router)
+    app.include_router(budgets.router)
     return app

@@ -120,9 +120,7 @@ async def test_active_users_and_cost_per_active_user(
     assert result.month == "2026-10"
     assert result.active_users == 3  # U1, U2, U3; the call without a user is not a user
     assert result.total_cost == Decimal("7.0500000007")
-    assert result.cost_per_active_user == (Decimal("7.0500000007") / 3).quantize(
-        Decimal("1e-10")
-    )
+    assert result.cost_per_active_user == (Decimal("7.0500000007") / 3).quantize(Decimal("1e-10"))
     assert [u.user_id for u in result.users] == [str(U3), str(U1), "", str(U2)]
     empty = await UsageReports(sessions).active_users(october.principal(), month_label="2026-08")
     assert (empty.active_users, empty.total_cost, empty.cost_per_active_user) == (0, 0, 0)
