@@ -62,6 +62,12 @@ def make_settings(**overrides: Any) -> Settings:
         "secret_key": TEST_SECRET,
         "log_json": True,
         "access_log": False,
+        # Limits stay on (every call passes through the limiter) but never bind: suites
+        # share one tenant per module. tests/economics sets real plan limits.
+        "plan_limits": {
+            plan: {"requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000}
+            for plan in ("free", "pro", "enterprise")
+        },
     }
     base.update(overrides)
     return Settings(**base)

@@ -24,12 +24,16 @@ from polymodal.gateway.planner import Planner
 from polymodal.gateway.routing import TIERS, RouteTable, TenantPolicy
 from polymodal.gateway.service import Gateway
 from polymodal.gateway.tokens import count_tokens
+from polymodal.observability.economics import EconomicsMetrics
 from polymodal.observability.metrics import GatewayMetrics, UsageMetrics
 from polymodal.providers import registry
 from polymodal.providers.base import Deadlines, Provider, ProviderContext
 from polymodal.providers.http import Upstream
 from polymodal.settings import Settings
 from polymodal.tenancy.spool import Spool
+from polymodal.tenancy.budgets import MemoryBudgets, RedisBudgets
+from polymodal.tenancy.economics import Economics
+from polymodal.tenancy.limits import MemoryLimiter, RedisLimiter
 from polymodal.tenancy.usage import UsageRecorder
 
 
@@ -148,6 +152,40 @@ def policy_from_dict(raw: Mapping[str, object]) -> TenantPolicy:
     )
 
 
+def economics(
+    settings: Settings,
+    *,
+    cache: Cache,
+    sessions: async_sessionmaker[AsyncSession],
+    metrics: EconomicsMetrics | None,
+) -> Economics:
+    """Rate limits and budgets: shared through Redis when the cache is Redis, else
+    in-process (one process)."""
+    if isinstance(cache, RedisCache):
+        limiter: MemoryLimiter | RedisLimiter = RedisLimiter(
+            cache.client, prefix=settings.redis_key_prefix
+        )
+        store: MemoryBudgets | RedisBudgets = RedisBudgets(
+            cache.client, prefix=settings.redis_key_prefix
+        )
+    else:
+        limiter, store = MemoryLimiter(), MemoryBudgets()
+    return Economics(
+        limiter=limiter,
+        store=store,
+        sessions=sessions,
+        plans={
+            name: (p.requests_per_minute, p.tokens_per_minute)
+            for name, p in settings.plan_limits.items()
+        },
+        rate_limits=settings.rate_limits_enabled,
+        reservation_ttl_s=settings.budget_reservation_ttl_s,
+        alert_thresholds=tuple(settings.budget_alert_thresholds),
+        cache_ttl_s=settings.limits_cache_ttl_s,
+        metrics=metrics,
+    )
+
+
 def gateway(
     settings: Settings,
     *,
@@ -158,6 +196,7 @@ def gateway(
     metrics: GatewayMetrics | None,
     lag: LoopLag | None = None,
     usage_metrics: UsageMetrics | None = None,
+    meter: Economics | None = None,
 ) -> tuple[Gateway, UsageRecorder]:
     recorder = UsageRecorder(
         sessions,
@@ -198,5 +237,7 @@ def gateway(
         always_stream=settings.upstream_always_stream,
         policies=tenant_policies(sessions, ttl_s=settings.auth_cache_ttl_s),
         metrics=metrics,
+        meter=meter,
+        estimate_output_tokens=settings.estimate_output_tokens,
     )
     return gw, recorder

@@ -39,7 +39,8 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
 
 async def _polymodal_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PolymodalError)
-    headers = {}
+    extra = getattr(exc, "headers", None)  # e.g. x-ratelimit-* on our own 429s
+    headers = dict(extra) if isinstance(extra, dict) else {}
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int | float):
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))

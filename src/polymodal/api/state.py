@@ -14,6 +14,7 @@ from polymodal.providers.http import Upstream
 from polymodal.settings import Settings
 from polymodal.templates.service import TemplateService
 from polymodal.tenancy.auth import KeyAuthenticator
+from polymodal.tenancy.economics import Economics
 from polymodal.tenancy.usage import UsageRecorder
 
 
@@ -29,4 +30,5 @@ class AppState:
     gateway: Gateway
     usage: UsageRecorder
     health: HealthRegistry
+    economics: Economics
     templates: TemplateService

@@ -70,10 +70,47 @@ class Conflict(PolymodalError):
     code = "conflict"
 
 
+class PreconditionFailed(PolymodalError):
+    """An ``If-Match`` precondition names a version that is no longer the latest."""
+
+    status = 412
+    type = "invalid_request_error"
+    code = "precondition_failed"
+
+
 class ServiceUnavailable(PolymodalError):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+
+
+class RateLimitExceeded(PolymodalError):
+    """A tenant's or key's own rate limit (not an upstream's). ``headers`` are the
+    ``x-ratelimit-*`` values OpenAI sends, so clients back off the same way."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
+class BudgetExceeded(PolymodalError):
+    """A hard monthly budget would be exceeded by this call's estimated cost."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
 
 
 # --- upstream model providers (DESIGN.md section 10) -------------------------------

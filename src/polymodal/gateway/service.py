@@ -16,6 +16,7 @@ from polymodal.domain.chat import (
     EmbeddingRequest,
     EmbeddingResult,
 )
+from polymodal.domain.economics import NO_TICKET, LimitNote, Meter, Ticket
 from polymodal.domain.errors import AuthFailed, InvalidRequest, ProviderError, ServiceUnavailable
 from polymodal.domain.principal import Principal
 from polymodal.domain.usage import UsageRecord, UsageSink
@@ -26,6 +27,7 @@ from polymodal.gateway.planner import AUTO, Plan, Planner
 from polymodal.gateway.routing import TenantPolicy
 from polymodal.gateway.streams import Accumulator, as_continuation, continuation_request
 from polymodal.observability.metrics import GatewayMetrics
+from polymodal.tenancy.rbac import Permission, require
 
 PolicyLookup = Callable[[Principal], Awaitable[TenantPolicy]]
 
@@ -36,12 +38,18 @@ async def _allow_all(_: Principal) -> TenantPolicy:
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Who is calling and what for: every usage row carries it."""
+    """Who is calling and what for: every usage row carries it.
+
+    ``limits`` receives the rate-limit state for the API's ``x-ratelimit-*`` headers;
+    ``rate_limited=False`` exempts work the tenant already paid admission for (e.g. a
+    background ingestion job) from the per-minute limits, never from budgets."""
 
     principal: Principal
     feature: str = "api"
     request_id: str = ""
     tier_header: str | None = None
+    limits: LimitNote | None = None
+    rate_limited: bool = True
 
 
 @dataclass(slots=True)
@@ -74,6 +82,8 @@ class Gateway:
         policies: PolicyLookup = _allow_all,
         metrics: GatewayMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        meter: Meter | None = None,
+        estimate_output_tokens: int = 1024,
     ) -> None:
         self.planner = planner
         self.executor = executor
@@ -85,6 +95,8 @@ class Gateway:
         self._policies = policies
         self._metrics = metrics
         self._clock = clock
+        self._meter = meter
+        self._estimate_output = estimate_output_tokens
 
     @property
     def catalog(self) -> Catalog:
@@ -106,9 +118,11 @@ class Gateway:
         tokens: list[tuple[Deployment, int, int]],
         stream: bool,
         status: str,
+        ticket: Ticket = NO_TICKET,
     ) -> None:
         d = trace.deployment or fallback
         cost = sum((dep.price.cost(i, o) for dep, i, o in tokens), Decimal(0))
+        ticket.settle(tokens=sum(i + o for _, i, o in tokens), cost=cost)
         p = ctx.principal
         self._recorder.record(
             UsageRecord(
@@ -156,9 +170,35 @@ class Gateway:
             error.message = f"'{d.id}': {message}"
         return error
 
+    # --- limits and budgets -------------------------------------------------------------------
+
+    async def _admit(self, ctx: CallContext, *, tokens: int, cost: Decimal) -> Ticket:
+        if self._meter is None:
+            return NO_TICKET
+        ticket = await self._meter.admit(
+            ctx.principal, tokens=tokens, cost=cost, rate_limited=ctx.rate_limited
+        )
+        if ctx.limits is not None:
+            ctx.limits.snapshot = ticket.snapshot
+        return ticket
+
+    async def _admit_chat(self, ctx: CallContext, request: ChatRequest, plan: Plan) -> Ticket:
+        """Reserve the worst case: the prompt plus max_tokens (or the configured default)
+        at the most expensive candidate the call may end on."""
+        wanted = request.max_output_tokens or self._estimate_output
+        cost = max(
+            (
+                d.price.cost(plan.prompt_tokens, min(wanted, d.max_output_tokens or wanted))
+                for d in plan.candidates
+            ),
+            default=Decimal(0),
+        )
+        return await self._admit(ctx, tokens=plan.prompt_tokens + wanted, cost=cost)
+
     # --- chat --------------------------------------------------------------------------------
 
     async def _plan(self, ctx: CallContext, request: ChatRequest) -> Plan:
+        require(ctx.principal, Permission.MODELS_USE)  # a memoised frozenset lookup
         fallbacks = request.params.pop("fallbacks", None)
         if fallbacks is not None and (
             not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks)
@@ -174,12 +214,22 @@ class Gateway:
 
     async def chat(self, ctx: CallContext, request: ChatRequest) -> tuple[ChatCompletion, Routed]:
         plan = await self._plan(ctx, request)
+        ticket = await self._admit_chat(ctx, request, plan)
+        try:
+            return await self._chat(ctx, request, plan, ticket)
+        except BaseException:
+            ticket.release()  # a no-op when the call already settled
+            raise
+
+    async def _chat(
+        self, ctx: CallContext, request: ChatRequest, plan: Plan, ticket: Ticket
+    ) -> tuple[ChatCompletion, Routed]:
         trace = Trace(started=self._clock())
         routed = Routed(plan.decision, trace)
         if self._always_stream:
             # Upstream streams even when the client does not: a hung provider is then caught
             # at its first-byte deadline instead of at the whole-answer timeout.
-            stream = await self._open(ctx, request, plan, trace)
+            stream = await self._open(ctx, request, plan, trace, ticket)
             acc = Accumulator()
             async for chunk in stream:
                 acc.feed(chunk)
@@ -198,6 +248,7 @@ class Gateway:
                 tokens=[],
                 stream=False,
                 status=e.code,
+                ticket=ticket,
             )
             raise self._public(trace.deployment or plan.candidates[0], e) from e
         usage = result.get("usage")
@@ -217,6 +268,7 @@ class Gateway:
             tokens=[(d, tokens_in, tokens_out)],
             stream=False,
             status="ok",
+            ticket=ticket,
         )
         return result, routed
 
@@ -227,11 +279,17 @@ class Gateway:
         API can still answer with an HTTP error); later failures continue on the next
         candidate or raise from the iterator."""
         plan = await self._plan(ctx, request)
+        ticket = await self._admit_chat(ctx, request, plan)
         trace = Trace(started=self._clock())
-        return await self._open(ctx, request, plan, trace), Routed(plan.decision, trace)
+        try:
+            stream = await self._open(ctx, request, plan, trace, ticket)
+        except BaseException:
+            ticket.release()
+            raise
+        return stream, Routed(plan.decision, trace)
 
     async def _open(
-        self, ctx: CallContext, request: ChatRequest, plan: Plan, trace: Trace
+        self, ctx: CallContext, request: ChatRequest, plan: Plan, trace: Trace, ticket: Ticket
     ) -> AsyncIterator[ChatChunk]:
         try:
             (first, rest), d = await self.executor.open_stream(
@@ -251,10 +309,11 @@ class Gateway:
                 tokens=[],
                 stream=request.stream,
                 status=e.code,
+                ticket=ticket,
             )
             raise self._public(trace.deployment or plan.candidates[0], e) from e
         trace.first_byte_at = self._clock()
-        return self._relay(ctx, request, plan, trace, d, first, rest)
+        return self._relay(ctx, request, plan, trace, d, first, rest, ticket)
 
     async def _relay(
         self,
@@ -265,6 +324,7 @@ class Gateway:
         d: Deployment,
         first: ChatChunk,
         rest: AsyncIterator[ChatChunk],
+        ticket: Ticket,
     ) -> AsyncIterator[ChatChunk]:
         original = Accumulator()  # what the client has been sent
         segment = Accumulator()  # what the current deployment has sent
@@ -333,6 +393,7 @@ class Gateway:
                 tokens=tokens,
                 stream=request.stream,
                 status=status,
+                ticket=ticket,  # a stream cut mid-way settles the tokens it used
             )
             close = getattr(rest, "aclose", None)
             if close is not None:
@@ -343,6 +404,7 @@ class Gateway:
     async def embed(
         self, ctx: CallContext, request: EmbeddingRequest
     ) -> tuple[EmbeddingResult, Deployment]:
+        require(ctx.principal, Permission.MODELS_USE)
         name = self._default_embedding if request.model == AUTO else request.model
         d = self.catalog.resolve(name, kind="embeddings")
         policy = await self._policies(ctx.principal)
@@ -357,10 +419,15 @@ class Gateway:
             )
         if not request.inputs:
             raise InvalidRequest("input: must not be empty.", code="empty_input")
+        estimate = sum(self._count(t) for t in request.inputs)
+        ticket = await self._admit(ctx, tokens=estimate, cost=d.price.cost(estimate, 0))
         trace = Trace(started=self._clock())
         try:
             result, d = await self.executor.embed([d], request, trace)
-        except ProviderError as e:
+        except BaseException as e:
+            if not isinstance(e, ProviderError):
+                ticket.release()
+                raise
             self._record(
                 ctx,
                 kind="embeddings",
@@ -370,9 +437,10 @@ class Gateway:
                 tokens=[],
                 stream=False,
                 status=e.code,
+                ticket=ticket,
             )
             raise self._public(d, e) from e
-        tokens = result.prompt_tokens or sum(self._count(t) for t in request.inputs)
+        tokens = result.prompt_tokens or estimate
         self._record(
             ctx,
             kind="embeddings",
@@ -382,6 +450,7 @@ class Gateway:
             tokens=[(d, tokens, 0)],
             stream=False,
             status="ok",
+            ticket=ticket,
         )
         return result, d
 

@@ -31,9 +31,11 @@ from polymodal.domain.chat import (
     ResponseFormat,
     Tool,
 )
+from polymodal.domain.economics import LimitNote
 from polymodal.domain.errors import InvalidRequest, PolymodalError
 from polymodal.domain.principal import Principal
 from polymodal.gateway.service import CallContext, Routed
+from polymodal.tenancy.economics import rate_headers
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -107,7 +109,14 @@ def _context(request: Request, principal: Principal, feature: str = "api") -> Ca
         feature,
         request.scope.get("state", {}).get("request_id", ""),
         tier_header=request.headers.get(TIER_HEADER),
+        limits=LimitNote(),
     )
+
+
+def _limit_headers(ctx: CallContext) -> dict[str, str]:
+    """OpenAI's ``x-ratelimit-*`` headers (none when limits are off)."""
+    note = ctx.limits
+    return rate_headers(note.snapshot) if note is not None and note.snapshot else {}
 
 
 async def _sse(stream: AsyncIterator[ChatChunk], include_usage: bool) -> AsyncIterator[bytes]:
@@ -141,10 +150,10 @@ async def chat_completions(request: Request) -> JSONResponse | StreamingResponse
         return StreamingResponse(
             _sse(stream, chat.include_usage),
             media_type="text/event-stream",
-            headers={**SSE_HEADERS, **_route_headers(routed)},
+            headers={**SSE_HEADERS, **_route_headers(routed), **_limit_headers(ctx)},
         )
     result, routed = await state.gateway.chat(ctx, chat)
-    return JSONResponse(result, headers=_route_headers(routed))
+    return JSONResponse(result, headers={**_route_headers(routed), **_limit_headers(ctx)})
 
 
 class EmbeddingsIn(BaseModel):
@@ -192,7 +201,8 @@ async def embeddings(request: Request) -> JSONResponse:
         dimensions=body.dimensions,
         input_type=body.input_type,
     )
-    result, deployment = await state.gateway.embed(_context(request, principal), req)
+    ctx = _context(request, principal)
+    result, deployment = await state.gateway.embed(ctx, req)
     return JSONResponse(
         {
             "object": "list",
@@ -203,7 +213,7 @@ async def embeddings(request: Request) -> JSONResponse:
             "model": result.model,
             "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
         },
-        headers={"x-polymodal-deployment": deployment.id},
+        headers={"x-polymodal-deployment": deployment.id, **_limit_headers(ctx)},
     )
 
 
