@@ -30,10 +30,10 @@ from polymodal.providers import registry
 from polymodal.providers.base import Deadlines, Provider, ProviderContext
 from polymodal.providers.http import Upstream
 from polymodal.settings import Settings
-from polymodal.tenancy.spool import Spool
 from polymodal.tenancy.budgets import MemoryBudgets, RedisBudgets
 from polymodal.tenancy.economics import Economics
 from polymodal.tenancy.limits import MemoryLimiter, RedisLimiter
+from polymodal.tenancy.spool import Spool
 from polymodal.tenancy.usage import UsageRecorder
 
 

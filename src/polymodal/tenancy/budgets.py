@@ -140,7 +140,9 @@ local entries = redis.call('HGETALL', KEYS[2])
 for j = 2, #entries, 2 do
   local v = entries[j]
   local sep = string.find(v, ':', 1, true)
-  if tonumber(string.sub(v, sep + 1)) > now then total = total + tonumber(string.sub(v, 1, sep - 1)) end
+  if tonumber(string.sub(v, sep + 1)) > now then
+    total = total + tonumber(string.sub(v, 1, sep - 1))
+  end
 end
 return {s, string.format('%.0f', total)}
 """
