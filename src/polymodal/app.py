@@ -18,7 +18,10 @@ from polymodal.api.body import install_schemas
 from polymodal.api.errors import install_error_handlers
 from polymodal.api.middleware import RequestContextMiddleware
 from polymodal.api.state import AppState
+from polymodal.api.v1 import auth as auth_api
 from polymodal.api.v1 import budgets, me, openai_compat, routing, templates
+from polymodal.api.v1 import keys as keys_api
+from polymodal.api.v1 import members as members_api
 from polymodal.cache import open_cache
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.gateway.health import LoopLag
@@ -37,7 +40,7 @@ from polymodal.templates import language as template_language
 from polymodal.templates.catalog import builtin_catalog
 from polymodal.templates.service import TemplateService
 from polymodal.tenancy.admin import PLANS
-from polymodal.tenancy.auth import KeyAuthenticator
+from polymodal.tenancy.identity_factory import build_identity
 
 
 def create_app(
@@ -90,12 +93,15 @@ def create_app(
         await usage.start()
         await asyncio.to_thread(warm_up_tokenizer)  # ~1 s once, not on the first request
         await asyncio.to_thread(template_language.warm_up)
+        identity = build_identity(settings, sessions, cache)
+        await identity.start()  # a signing key exists and is within its rotation age
         app.state.polymodal = AppState(
             settings=settings,
             engine=engine,
             sessions=sessions,
             cache=cache,
-            authenticator=KeyAuthenticator(sessions, cache_ttl_s=settings.auth_cache_ttl_s),
+            authenticator=identity.authenticator,
+            identity=identity,
             metrics=metrics,
             http=http,
             gateway=gateway,
@@ -117,6 +123,7 @@ def create_app(
             await broadcaster.close()
             for provider in providers.values():
                 await provider.aclose()
+            await identity.close()
             await http.aclose()
             await cache.close()
             await engine.dispose()
@@ -140,5 +147,8 @@ def create_app(
     app.include_router(openai_compat.router)
     app.include_router(routing.router)
     app.include_router(templates.router)
+    app.include_router(auth_api.router)
+    app.include_router(members_api.router)
+    app.include_router(keys_api.router)
     app.include_router(budgets.router)
     return app

@@ -13,8 +13,9 @@ from polymodal.observability.metrics import HttpMetrics
 from polymodal.providers.http import Upstream
 from polymodal.settings import Settings
 from polymodal.templates.service import TemplateService
-from polymodal.tenancy.auth import KeyAuthenticator
+from polymodal.tenancy.authn import Authenticator
 from polymodal.tenancy.economics import Economics
+from polymodal.tenancy.identity_factory import Identity
 from polymodal.tenancy.usage import UsageRecorder
 
 
@@ -24,7 +25,7 @@ class AppState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     cache: Cache
-    authenticator: KeyAuthenticator
+    authenticator: Authenticator  # API keys, access tokens, external OIDC tokens
     metrics: HttpMetrics
     http: Upstream
     gateway: Gateway
@@ -32,3 +33,4 @@ class AppState:
     health: HealthRegistry
     economics: Economics
     templates: TemplateService
+    identity: Identity

@@ -19,8 +19,8 @@ from polymodal.db import templates as repo
 from polymodal.db.models import CustomTemplate, CustomTemplateVersion, utcnow
 from polymodal.db.scope import tenant_session
 from polymodal.domain.chat import ChatChunk
-from polymodal.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from polymodal.domain.principal import Principal, Role
+from polymodal.domain.errors import Conflict, NotFound, ValidationFailed
+from polymodal.domain.principal import Principal
 from polymodal.observability.metrics import TemplateMetrics
 from polymodal.templates import generation, search, views
 from polymodal.templates.catalog import Catalog, Entry
@@ -29,12 +29,10 @@ from polymodal.templates.generation import ChatCaller, Generation, Options, Stre
 from polymodal.templates.inputs import check_language, input_text, validate_inputs
 from polymodal.templates.prompting import Rendered, VoiceRequest, render, resolve_voice
 from polymodal.templates.schema import CATEGORIES, Template
+from polymodal.tenancy.rbac import Permission, require
 
 R = TypeVar("R")
 
-# Roles that may create, change, delete or hide templates (DESIGN.md section 8; the
-# permission table of the tenancy issue will take this over).
-EDITOR_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 PARSED_CUSTOM_CACHE = 2048  # parsed custom template versions kept (versions never change)
@@ -156,6 +154,7 @@ class TemplateService:
                 param="category",
                 code="unknown_category",
             )
+        require(principal, Permission.TEMPLATES_READ)
         entries = [
             e
             for e in await self._visible(principal.tenant_id)
@@ -171,6 +170,7 @@ class TemplateService:
     async def describe(
         self, principal: Principal, template_id: str, *, lang: str
     ) -> dict[str, Any]:
+        require(principal, Permission.TEMPLATES_READ)
         entry = await self._find(principal.tenant_id, template_id)
         return views.detail(entry, lang, self.catalog.styles[lang])
 
@@ -185,6 +185,7 @@ class TemplateService:
     ) -> Rendered:
         """The final prompt: inputs checked (errors in ``voice.lang`` or ``ui_lang``), the
         output voice resolved, the style guide applied. No model call."""
+        require(principal, Permission.TEMPLATES_READ)
         entry = await self._find(principal.tenant_id, template_id)
         messages_lang = check_language(voice.lang, ui_lang=ui_lang) if voice.lang else ui_lang
         context = validate_inputs(entry.template, inputs, messages_lang)
@@ -235,11 +236,7 @@ class TemplateService:
 
     @staticmethod
     def _require_editor(principal: Principal) -> None:
-        if not principal.roles & EDITOR_ROLES:
-            raise PermissionDenied(
-                "Changing templates needs the owner, admin or developer role.",
-                code="permission_denied",
-            )
+        require(principal, Permission.TEMPLATES_WRITE)
 
     async def _audit(
         self, session: AsyncSession, principal: Principal, action: str, target: str, **data: Any

@@ -3,12 +3,18 @@ they act; routes never decide who may do what.
 
 Roles, most powerful first: owner, admin, developer, member, viewer. A principal may
 also carry scopes (API keys and service accounts): when it does, a permission must be
-both granted by a role and named by a scope (``"*"`` names all).
+both granted by a role and named by a scope (``"*"`` names all). Scope names are the
+permission values (``models:use``); the foundation's short names (``chat``) still work
+through ``LEGACY_SCOPES``.
+
+``granted`` is memoised on (roles, scopes), so the check on the gateway's hot path is a
+dictionary hit and a frozenset lookup.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 
 from polymodal.domain.errors import PermissionDenied
 from polymodal.domain.principal import Principal, Role
@@ -76,12 +82,66 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+# Scope names API keys carried before the permission table existed.
+LEGACY_SCOPES: dict[str, frozenset[Permission]] = {
+    "chat": frozenset({_P.MODELS_USE}),
+    "embeddings": frozenset({_P.MODELS_USE}),
+    "models": frozenset({_P.MODELS_USE}),
+    "templates": frozenset({_P.TEMPLATES_READ, _P.TEMPLATES_WRITE}),
+}
+ALL_SCOPE = "*"
+_BY_VALUE = {p.value: p for p in Permission}
+# Most powerful first: a lower number outranks a higher one.
+ROLE_RANK: dict[Role, int] = {role: i for i, role in enumerate(Role)}
+
+
+def scope_permissions(scopes: frozenset[str] | set[str] | list[str]) -> frozenset[Permission]:
+    """The permissions a set of scope names names (unknown names name nothing)."""
+    if ALL_SCOPE in scopes:
+        return frozenset(Permission)
+    perms: set[Permission] = set()
+    for scope in scopes:
+        if scope in LEGACY_SCOPES:
+            perms |= LEGACY_SCOPES[scope]
+        elif scope in _BY_VALUE:
+            perms.add(_BY_VALUE[scope])
+    return frozenset(perms)
+
+
+def unknown_scopes(scopes: list[str] | set[str] | frozenset[str]) -> list[str]:
+    known = _BY_VALUE.keys() | LEGACY_SCOPES.keys() | {ALL_SCOPE}
+    return sorted(s for s in scopes if s not in known)
+
+
+@lru_cache(maxsize=4096)
+def _granted(roles: frozenset[Role], scopes: frozenset[str]) -> frozenset[Permission]:
+    perms: frozenset[Permission] = frozenset().union(*(PERMISSIONS[r] for r in roles))
+    if scopes:
+        perms &= scope_permissions(scopes)
+    return perms
+
+
 def granted(principal: Principal) -> frozenset[Permission]:
     """What ``principal`` may do: the union of its roles, narrowed by its scopes."""
-    perms: frozenset[Permission] = frozenset().union(*(PERMISSIONS[r] for r in principal.roles))
-    if principal.scopes and "*" not in principal.scopes:
-        perms = frozenset(p for p in perms if p.value in principal.scopes)
-    return perms
+    return _granted(principal.roles, principal.scopes)
+
+
+def top_role(principal: Principal) -> Role | None:
+    """The principal's most powerful role (None when it has none)."""
+    return min(principal.roles, key=ROLE_RANK.__getitem__, default=None)
+
+
+def require_grant(principal: Principal, role: Role, *, to_manage: Permission) -> None:
+    """May ``principal`` give (or take away) ``role``? It needs ``to_manage``, the owner
+    role needs ``owners:write``, and nobody hands out a role above their own."""
+    require(principal, to_manage)
+    if role is Role.OWNER:
+        require(principal, Permission.OWNERS_WRITE)
+    mine = top_role(principal)
+    if mine is None or ROLE_RANK[role] < ROLE_RANK[mine]:
+        raise PermissionDenied(
+            f"role {role.value!r} is above your own role; ask an owner", code="role_above_own"
+        )
 
 
 def allows(principal: Principal, permission: Permission) -> bool:
