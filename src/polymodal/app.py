@@ -20,13 +20,16 @@ from polymodal.api.middleware import RequestContextMiddleware
 from polymodal.api.state import AppState
 from polymodal.api.v1 import auth as auth_api
 from polymodal.api.v1 import budgets, me, openai_compat, routing, templates
+from polymodal.api.v1 import chatbots as chatbots_api
 from polymodal.api.v1 import keys as keys_api
 from polymodal.api.v1 import members as members_api
 from polymodal.cache import open_cache
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.gateway.health import LoopLag
 from polymodal.gateway.health_bus import SharedHealthBus
+from polymodal.gateway.tokens import count_tokens
 from polymodal.gateway.tokens import warm_up as warm_up_tokenizer
+from polymodal.observability.chatbot_metrics import ChatbotMetrics
 from polymodal.observability.economics import EconomicsMetrics
 from polymodal.observability.logging import configure_logging, get_logger
 from polymodal.observability.metrics import (
@@ -35,6 +38,8 @@ from polymodal.observability.metrics import (
     TemplateMetrics,
     UsageMetrics,
 )
+from polymodal.rag import answer as chatbot_answer
+from polymodal.rag.chatbot_setup import build_chatbots
 from polymodal.settings import Settings, load_settings
 from polymodal.templates import language as template_language
 from polymodal.templates.catalog import builtin_catalog
@@ -64,6 +69,7 @@ def create_app(
     health_registry = factory.health(settings)
     template_catalog = builtin_catalog()  # a broken catalog file stops start-up, named
     template_metrics = TemplateMetrics(metrics.registry)
+    chatbot_metrics = ChatbotMetrics(metrics.registry)
     economics_metrics = EconomicsMetrics(metrics.registry)
 
     @asynccontextmanager
@@ -93,6 +99,7 @@ def create_app(
         await usage.start()
         await asyncio.to_thread(warm_up_tokenizer)  # ~1 s once, not on the first request
         await asyncio.to_thread(template_language.warm_up)
+        await asyncio.to_thread(chatbot_answer.warm_up)
         identity = build_identity(settings, sessions, cache)
         await identity.start()  # a signing key exists and is within its rotation age
         app.state.polymodal = AppState(
@@ -111,6 +118,14 @@ def create_app(
             templates=TemplateService(
                 catalog=template_catalog, sessions=sessions, metrics=template_metrics
             ),
+        )
+        app.state.polymodal.chatbots = build_chatbots(
+            settings,
+            sessions=sessions,
+            cache=cache,
+            retriever=None,  # the knowledge-base search joins here when it is wired
+            count_tokens=count_tokens,
+            metrics=chatbot_metrics,
         )
         get_logger("polymodal").info("started", version=__version__, **settings.profile())
         try:
@@ -147,6 +162,7 @@ def create_app(
     app.include_router(openai_compat.router)
     app.include_router(routing.router)
     app.include_router(templates.router)
+    app.include_router(chatbots_api.router)
     app.include_router(auth_api.router)
     app.include_router(members_api.router)
     app.include_router(keys_api.router)

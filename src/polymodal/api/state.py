@@ -11,6 +11,7 @@ from polymodal.gateway.health import HealthRegistry
 from polymodal.gateway.service import Gateway
 from polymodal.observability.metrics import HttpMetrics
 from polymodal.providers.http import Upstream
+from polymodal.rag.chatbot_reply import ChatbotReplies
 from polymodal.settings import Settings
 from polymodal.templates.service import TemplateService
 from polymodal.tenancy.authn import Authenticator
@@ -34,3 +35,4 @@ class AppState:
     economics: Economics
     templates: TemplateService
     identity: Identity
+    chatbots: ChatbotReplies | None = None  # RAG chatbots (set after the rest)

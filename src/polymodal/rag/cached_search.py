@@ -55,8 +55,8 @@ class CachedSearch:
         self,
         *,
         retriever: Retriever,
-        versions: KnowledgeBaseVersions,
         cache: SemanticCache | None,
+        versions: KnowledgeBaseVersions | None = None,
         metrics: ChatbotMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -78,6 +78,8 @@ class CachedSearch:
         kb_versions: dict[uuid.UUID, int] | None = None,
     ) -> SearchOutcome:
         if kb_versions is None:
+            if self.versions is None:
+                raise TypeError("kb_versions is required when no version source is set")
             kb_versions = await self.versions.versions(tenant_id=tenant_id, kb_ids=kb_ids)
         if self.cache is None:
             return await self._search(tenant_id, kb_ids, query, top_k, feature, "off", None, 0.0)

@@ -122,7 +122,7 @@ class ChatbotReplies:
         self.search = search
         self._count = count_tokens
         self._settings = settings
-        self._metrics = metrics
+        self.metrics = metrics
 
     # --- preparing a turn --------------------------------------------------------------------
 
@@ -181,8 +181,8 @@ class ChatbotReplies:
                 raise conversation_not_found(conversation_id)
             conv.summary = summary
             conv.summary_upto = memory.fold[-1].id
-        if self._metrics is not None:
-            self._metrics.summary()
+        if self.metrics is not None:
+            self.metrics.summary()
         return summary, memory.window
 
     def _client_history(self, history: Sequence[Message]) -> list[Turn]:
@@ -344,11 +344,8 @@ class ChatbotReplies:
             text = (choice["message"].get("content") or "") if choice else ""
             finish = (choice.get("finish_reason") if choice else None) or "stop"
             model = completion["model"]
-            u = completion.get("usage")
-            if u:
-                usage = {
-                    k: int(u[k]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-                }
+            if completion.get("usage"):
+                usage = _usage(completion["usage"])
         text, cites = self._finish(p, text)
         meta = {
             "model": model,
@@ -357,8 +354,8 @@ class ChatbotReplies:
             "not_in_knowledge_base": p.not_in_kb,
         }
         message_id = await self._store(principal, p, text, cites, meta)
-        if self._metrics is not None:
-            self._metrics.answer("not_in_kb" if p.not_in_kb else "answered")
+        if self.metrics is not None:
+            self.metrics.answer("not_in_kb" if p.not_in_kb else "answered")
         return Answer(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             content=text,
@@ -413,10 +410,7 @@ class ChatbotReplies:
             async for c in stream:
                 model = model or c.get("model", "")
                 if c.get("usage"):
-                    u = c["usage"]
-                usage = {
-                    k: int(u[k]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-                }
+                    usage = _usage(c["usage"])
                 choices = c.get("choices") or []
                 if not choices:
                     continue  # the usage-only chunk: reported in the final chunk instead
@@ -449,8 +443,8 @@ class ChatbotReplies:
             "not_in_knowledge_base": p.not_in_kb,
         }
         message_id = await self._store(principal, p, full, cites, meta)
-        if self._metrics is not None:
-            self._metrics.answer("not_in_kb" if p.not_in_kb else "answered")
+        if self.metrics is not None:
+            self.metrics.answer("not_in_kb" if p.not_in_kb else "answered")
         done: Answer[None] = Answer(
             id=chunk_id,
             content=full,
@@ -473,3 +467,7 @@ class ChatbotReplies:
             "usage": usage,
             **done.extension(),
         }
+
+
+def _usage(raw: Any) -> dict[str, int]:
+    return {k: int(raw.get(k) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
