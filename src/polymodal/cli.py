@@ -21,6 +21,7 @@ from polymodal.db.engine import create_engine, session_factory
 from polymodal.domain.errors import PolymodalError
 from polymodal.gateway.catalog import CatalogError
 from polymodal.gateway.routing import RoutesError
+from polymodal.identity_cli import jwt_app, user_password, user_status
 from polymodal.settings import Settings, SettingsError, load_settings, settings_markdown
 from polymodal.tenancy import admin as admin_service
 
@@ -36,6 +37,9 @@ app.add_typer(admin_app, name="admin")
 admin_app.add_typer(tenant_app, name="tenant")
 admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(key_app, name="key")
+admin_app.add_typer(jwt_app, name="jwt")
+user_app.command("password")(user_password)
+user_app.command("status")(user_status)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
