@@ -85,13 +85,19 @@ def bucket_prefix(tenant_id: uuid.UUID) -> str:
     return f"{{{tenant_id}}}"
 
 
-def tenant_buckets(tenant_id: uuid.UUID, terms: Terms, tokens: int) -> list[Bucket]:
+def tenant_buckets(
+    tenant_id: uuid.UUID, terms: Terms, tokens: int, requests: int = 1
+) -> list[Bucket]:
+    """``requests=0, tokens=0`` looks at the buckets without taking anything."""
     p = bucket_prefix(tenant_id)
-    return [Bucket(f"{p}:tenant:rpm", terms.rpm, 1), Bucket(f"{p}:tenant:tpm", terms.tpm, tokens)]
+    return [
+        Bucket(f"{p}:tenant:rpm", terms.rpm, requests),
+        Bucket(f"{p}:tenant:tpm", terms.tpm, tokens),
+    ]
 
 
 def key_buckets(
-    tenant_id: uuid.UUID, key_id: uuid.UUID | None, terms: Terms, tokens: int
+    tenant_id: uuid.UUID, key_id: uuid.UUID | None, terms: Terms, tokens: int, requests: int = 1
 ) -> list[Bucket]:
     """A key has buckets of its own only when it has its own limits."""
     if key_id is None or str(key_id) not in terms.keys:
@@ -100,7 +106,7 @@ def key_buckets(
     p = f"{bucket_prefix(tenant_id)}:key:{key_id}"
     out = []
     if rpm is not None:
-        out.append(Bucket(p + ":rpm", rpm, 1))
+        out.append(Bucket(p + ":rpm", rpm, requests))
     if tpm is not None:
         out.append(Bucket(p + ":tpm", tpm, tokens))
     return out

@@ -100,8 +100,10 @@ async def limits_view(
         rpm, tpm = min(o_rpm or terms.rpm, terms.rpm), min(o_tpm or terms.tpm, terms.tpm)
     current = None
     if econ.rate_limits:
-        buckets = tenant_buckets(principal.tenant_id, terms, 0)
-        buckets += key_buckets(principal.tenant_id, key_id or principal.key_id, terms, 0)
+        buckets = tenant_buckets(principal.tenant_id, terms, 0, requests=0)
+        buckets += key_buckets(
+            principal.tenant_id, key_id or principal.key_id, terms, 0, requests=0
+        )
         verdict = await econ.limiter.acquire(buckets)  # cost 0: a look, not a take
         current = snapshot(buckets, verdict.states)
     return LimitsView(terms.plan, plan_rpm, plan_tpm, o_rpm, o_tpm, rpm, tpm, current)
