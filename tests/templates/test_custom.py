@@ -242,3 +242,81 @@ def test_only_editors_may_change_templates(tenv: TemplatesEnv) -> None:
         # Reading and using the tenant's templates is for every member.
         assert viewer.get(f"/templates/custom/{tid}").status_code == 200
         assert viewer.get(f"/templates/{tid}").status_code == 200
+
+
+def test_updates_are_optimistic_with_if_match(tenv: TemplatesEnv) -> None:
+    """Two editors start from version 1; the second save names a stale ETag and is
+    refused with 412, writing nothing; a fresh ETag (or none) saves."""
+    tid = unique_id("house-nda")
+    created = _create(tenv, definition(tid))
+    assert created.status_code == 201 and created.headers["etag"] == '"v1"'
+    with tenv.client() as c:
+        etag = c.get(f"/templates/custom/{tid}").headers["etag"]
+        first = c.put(
+            f"/templates/custom/{tid}",
+            json={"template": definition(tid, prompt_note="Editor one.")},
+            headers={"If-Match": etag},
+        )
+        assert first.status_code == 200, first.text
+        assert first.headers["etag"] == '"v2"'
+
+        stale = c.put(
+            f"/templates/custom/{tid}",
+            json={"template": definition(tid, prompt_note="Editor two.")},
+            headers={"If-Match": etag},
+        )
+        assert stale.status_code == 412, stale.text
+        error = stale.json()["error"]
+        assert error["code"] == "version_mismatch"
+        assert "version 2, not 1" in error["message"]
+        latest = c.get(f"/templates/custom/{tid}").json()
+        assert latest["latest_version"] == 2
+        assert latest["template"]["prompt"].endswith("Editor one.")
+
+        fresh = c.put(
+            f"/templates/custom/{tid}",
+            json={"template": definition(tid, prompt_note="Editor two.")},
+            headers={"If-Match": first.headers["etag"]},
+        )
+        assert fresh.status_code == 200 and fresh.json()["version"] == 3
+
+        garbled = c.put(
+            f"/templates/custom/{tid}",
+            json={"template": definition(tid)},
+            headers={"If-Match": "yesterday"},
+        )
+        assert garbled.status_code == 422
+        assert garbled.json()["error"]["param"] == "If-Match"
+        assert c.get(f"/templates/custom/{tid}").json()["latest_version"] == 3
+
+
+def test_a_custom_template_that_runs_too_long_is_stopped(tenv: TemplatesEnv) -> None:
+    """A loop bomb that only fires on some input passes the save-time check (the example
+    does not trigger it) but is stopped at the render time limit with a 422."""
+    tid = unique_id("slow")
+    data = definition(tid)
+    bomb = (
+        "{% if party_a == 'Bomb Ltd' %}{% for i in range(100000) %}"
+        "{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}"
+    )
+    data["prompt"] = data["prompt"] + "\n" + bomb
+    assert _create(tenv, data).status_code == 201
+    inputs = dict(CATALOG.entries[BASE].template.example, party_a="Bomb Ltd")
+    with tenv.client() as c:
+        r = c.post(f"/templates/{tid}/render", json={"inputs": inputs})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "template_render_error"
+    assert "ran longer than 100 ms" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["{{ party_a * 100000000 }}", "{{ 2 ** 100000000 }}", "{{ [party_a] * 10**8 }}"],
+)
+def test_allocation_bombs_are_refused_at_save(tenv: TemplatesEnv, source: str) -> None:
+    data = definition(unique_id("alloc"))
+    data["prompt"] = data["prompt"] + "\n" + source
+    r = _create(tenv, data)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == "template.prompt"
+    assert "not allowed" in r.json()["error"]["message"]

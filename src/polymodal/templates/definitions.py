@@ -70,7 +70,7 @@ def check_template(template: Template, *, where: str = "template") -> None:
         raise _invalid(param, e.message.split(": ", 1)[-1]) from e
     for part in ("system", "prompt"):
         try:
-            sandbox.render(getattr(template, part), context)
+            sandbox.render(getattr(template, part), context, limit_s=sandbox.CUSTOM_RENDER_LIMIT_S)
         except sandbox.TemplateRenderError as e:
             raise _invalid(
                 f"{where}.{part}", f"does not render with the example: {e}", "template_error"

@@ -112,8 +112,10 @@ class Rendered:
 def render(entry: Entry, context: dict[str, Any], voice: Voice, *, lang_detected: bool) -> Rendered:
     t = entry.template
     try:
-        body = sandbox.render(t.prompt, context)
-        system = sandbox.render(t.system, context)
+        # Built-ins are reviewed code; a tenant's template runs under a time limit.
+        limit = None if entry.source == "builtin" else sandbox.CUSTOM_RENDER_LIMIT_S
+        body = sandbox.render(t.prompt, context, limit_s=limit)
+        system = sandbox.render(t.system, context, limit_s=limit)
     except sandbox.TemplateRenderError as e:
         # Only a tenant's template can get here (built-ins render their examples at
         # start-up): an input its author did not plan for.

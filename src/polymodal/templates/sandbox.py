@@ -9,17 +9,26 @@ includes or extends other templates, or names a variable that is not one of its 
 
 from __future__ import annotations
 
+import sys
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from types import FrameType
 from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 MAX_SOURCE_CHARS = 20_000  # a prompt template longer than this is a mistake, not a prompt
 MAX_RENDERED_CHARS = 100_000  # a rendered prompt past this would not fit any context window
 COMPILED_CACHE_SIZE = 1024  # compiled sources kept per process (built-ins are ~300)
+# A tenant's template renders on the event loop: past this it is stopped, not awaited.
+# Built-ins render in well under a millisecond; a prompt needing 100 ms is a loop bomb.
+CUSTOM_RENDER_LIMIT_S = 0.1
+_TRACE_CHECK_EVERY = 256  # trace events between clock reads (a read costs ~50 ns)
+MAX_REPEAT = 10_000  # the largest right operand of "*" on text or lists, and of "**"
 
 # Attribute names that reach interpreter internals even without a leading underscore.
 _FORBIDDEN_ATTRS = frozenset(
@@ -70,8 +79,27 @@ class TemplateRenderError(ValueError):
     """Rendering failed at run time (a sandbox violation or a missing variable)."""
 
 
+class _Environment(SandboxedEnvironment):
+    """Jinja's sandbox, plus bounds on the two operators that can allocate without a
+    loop: ``"x" * 10**9`` and ``9 ** 9 ** 9`` (intercepting them also stops the
+    compiler from folding them as constants at save time)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int) and abs(right) > MAX_REPEAT:
+                raise SecurityError(f"an exponent above {MAX_REPEAT} is not allowed")
+            return left**right
+        for seq, times in ((left, right), (right, left)):
+            sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+            if sized and len(seq) * times > MAX_RENDERED_CHARS:
+                raise SecurityError("repeating a value this many times is not allowed")
+        return left * right
+
+
 def _environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+    env = _Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
@@ -166,9 +194,40 @@ def compiled(source: str) -> jinja2.Template:
     return _remember(source, ENV.from_string(source))
 
 
-def render(source: str, context: Mapping[str, Any]) -> str:
+class RenderTimeLimit(Exception):
+    """Raised inside a render that ran past its limit (by the trace function)."""
+
+
+def _render_limited(template: jinja2.Template, context: Mapping[str, Any], limit_s: float) -> str:
+    """Render with a wall-clock limit. Jinja compiles to Python, so a trace function
+    sees every line a template (and the filters it calls) runs, including loops that
+    emit nothing; it reads the clock every few hundred events and stops the render."""
+    deadline = time.monotonic() + limit_s
+    events = 0
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal events
+        events += 1
+        if events % _TRACE_CHECK_EVERY == 0 and time.monotonic() > deadline:
+            raise RenderTimeLimit(f"the template ran longer than {limit_s * 1000:.0f} ms")
+        return trace
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
     try:
-        text = compiled(source).render(**context)
+        return template.render(**context)
+    finally:
+        sys.settrace(previous)
+
+
+def render(source: str, context: Mapping[str, Any], *, limit_s: float | None = None) -> str:
+    """Render ``source``; ``limit_s`` bounds the time of an untrusted (tenant) source."""
+    try:
+        template = compiled(source)
+        if limit_s is None:
+            text = template.render(**context)
+        else:
+            text = _render_limited(template, context, limit_s)
     except Exception as e:  # a tenant's template may fail any way Python can (1 + "x")
         raise TemplateRenderError(f"{type(e).__name__}: {e}") from e
     if len(text) > MAX_RENDERED_CHARS:

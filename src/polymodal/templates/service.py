@@ -19,7 +19,12 @@ from polymodal.db import templates as repo
 from polymodal.db.models import CustomTemplate, CustomTemplateVersion, utcnow
 from polymodal.db.scope import tenant_session
 from polymodal.domain.chat import ChatChunk
-from polymodal.domain.errors import Conflict, NotFound, ValidationFailed
+from polymodal.domain.errors import (
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from polymodal.domain.principal import Principal
 from polymodal.observability.metrics import TemplateMetrics
 from polymodal.templates import generation, search, views
@@ -316,9 +321,18 @@ class TemplateService:
         return _record(t, v)
 
     async def update_custom(
-        self, principal: Principal, template_id: str, definition: Mapping[str, Any]
+        self,
+        principal: Principal,
+        template_id: str,
+        definition: Mapping[str, Any],
+        *,
+        if_version: int | None = None,
     ) -> CustomRecord:
-        """Save a new version (the previous ones stay readable)."""
+        """Save a new version (the previous ones stay readable).
+
+        ``if_version`` (from ``If-Match``) makes the update optimistic: when another
+        editor saved a newer version since the caller read ``if_version``, nothing is
+        written and ``PreconditionFailed`` names the current version."""
         self._require_editor(principal)
         template = self._checked(definition, template_id=template_id)
         try:
@@ -331,6 +345,12 @@ class TemplateService:
                 )
                 if t is None:
                     raise _not_found(template_id)
+                if if_version is not None and if_version != t.latest_version:
+                    raise PreconditionFailed(
+                        f"template '{template_id}' is at version {t.latest_version}, not "
+                        f"{if_version}: fetch it again and reapply your change.",
+                        code="version_mismatch",
+                    )
                 stored = template.model_copy(update={"version": t.latest_version + 1})
                 v = await repo.add_custom_version(
                     session,

@@ -21,6 +21,7 @@ from polymodal.api.deps import CurrentPrincipal, State
 from polymodal.api.responses import JSONResponse
 from polymodal.api.v1.openai_compat import SSE_HEADERS, _route_headers, _sse
 from polymodal.domain.chat import ChatChunk, ChatCompletion, ChatRequest
+from polymodal.domain.errors import ValidationFailed
 from polymodal.domain.principal import Principal
 from polymodal.gateway.service import CallContext, Gateway, Routed
 from polymodal.templates.generation import Options
@@ -139,6 +140,25 @@ def _custom_public(record: CustomRecord) -> dict[str, Any]:
     }
 
 
+def _custom_response(record: CustomRecord, *, status_code: int = 200) -> JSONResponse:
+    # The ETag names the version shown; If-Match on an update must name the latest.
+    etag = f'"v{record.version}"'
+    return JSONResponse(_custom_public(record), status_code=status_code, headers={"ETag": etag})
+
+
+def _version_of_etag(if_match: str | None) -> int | None:
+    """The version an ``If-Match`` header names (``"v3"``, ``W/"v3"`` or ``3``)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tag = if_match.strip().removeprefix("W/").strip('"').removeprefix("v")
+    if not tag.isdigit():
+        raise ValidationFailed(
+            f'If-Match: expected an ETag like "v3" from this template, got {if_match!r}',
+            param="If-Match",
+        )
+    return int(tag)
+
+
 def _voice_public(rendered: Rendered) -> dict[str, Any]:
     t = rendered.template
     return {
@@ -175,7 +195,7 @@ async def create_custom(
 ) -> JSONResponse:
     """Create a template (version 1), validated like the built-ins plus a sandbox check."""
     record = await state.templates.create_custom(principal, body.template, override=body.override)
-    return JSONResponse(_custom_public(record), status_code=201)
+    return _custom_response(record, status_code=201)
 
 
 @router.get("/custom/{template_id}")
@@ -183,11 +203,11 @@ async def get_custom(
     template_id: str,
     principal: CurrentPrincipal,
     state: State,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,  # an INTEGER column
 ) -> JSONResponse:
     """The latest version, or ``?version=N``."""
     record = await state.templates.get_custom(principal, template_id, version=version)
-    return JSONResponse(_custom_public(record))
+    return _custom_response(record)
 
 
 @router.get("/custom/{template_id}/versions")
@@ -212,11 +232,18 @@ async def custom_versions(
 
 @router.put("/custom/{template_id}")
 async def update_custom(
-    template_id: str, body: CustomTemplateUpdate, principal: CurrentPrincipal, state: State
+    template_id: str,
+    body: CustomTemplateUpdate,
+    principal: CurrentPrincipal,
+    state: State,
+    if_match: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    """Save a new version; earlier versions stay readable."""
-    record = await state.templates.update_custom(principal, template_id, body.template)
-    return JSONResponse(_custom_public(record))
+    """Save a new version; earlier versions stay readable. Send the ``ETag`` of the
+    version you edited as ``If-Match`` to refuse (412) a save over someone else's."""
+    record = await state.templates.update_custom(
+        principal, template_id, body.template, if_version=_version_of_etag(if_match)
+    )
+    return _custom_response(record)
 
 
 @router.delete("/custom/{template_id}", status_code=204)
