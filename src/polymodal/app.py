@@ -16,21 +16,23 @@ from polymodal import wiring as factory
 from polymodal.api import health
 from polymodal.api.body import install_schemas
 from polymodal.api.errors import install_error_handlers
-from polymodal.api.middleware import RequestContextMiddleware
+from polymodal.api.middleware import HotRoutes, RequestContextMiddleware
 from polymodal.api.state import AppState
+from polymodal.api.v1 import audit as audit_api
 from polymodal.api.v1 import auth as auth_api
 from polymodal.api.v1 import budgets, me, openai_compat, routing, templates
 from polymodal.api.v1 import chatbots as chatbots_api
 from polymodal.api.v1 import keys as keys_api
 from polymodal.api.v1 import members as members_api
+from polymodal.api.v1 import usage as usage_api
 from polymodal.cache import open_cache
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.gateway.health import LoopLag
 from polymodal.gateway.health_bus import SharedHealthBus
 from polymodal.gateway.tokens import count_tokens
 from polymodal.gateway.tokens import warm_up as warm_up_tokenizer
-from polymodal.observability.chatbot_metrics import ChatbotMetrics
 from polymodal.observability.economics import EconomicsMetrics
+from polymodal.observability.chatbot_metrics import ChatbotMetrics
 from polymodal.observability.logging import configure_logging, get_logger
 from polymodal.observability.metrics import (
     GatewayMetrics,
@@ -148,9 +150,14 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        # FastAPI's native OpenTelemetry checks for a configured SDK on every request
+        # (~3% of a chat request's CPU); polymodal exports Prometheus metrics instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
     install_schemas(app)
+    # Added first, so it runs inside the request-context middleware (ids, metrics, logs).
+    app.add_middleware(HotRoutes, routes=openai_compat.hot_routes(), handlers=app)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
@@ -167,4 +174,6 @@ def create_app(
     app.include_router(members_api.router)
     app.include_router(keys_api.router)
     app.include_router(budgets.router)
+    app.include_router(usage_api.router)
+    app.include_router(audit_api.router)
     return app

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from bisect import bisect_left, insort
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -40,6 +41,39 @@ class HealthPolicy:
     idle_multiplier: float = 8.0
 
 
+class Window:
+    """The last ``maxlen`` samples, also kept in sorted order, so a percentile is an index
+    rather than a sort: deadlines are read on every request, samples added once per call
+    (insort and removal are memmoves over a few hundred floats)."""
+
+    __slots__ = ("_order", "_sorted")
+
+    def __init__(self, maxlen: int) -> None:
+        self._order: deque[float] = deque(maxlen=maxlen)
+        self._sorted: list[float] = []
+
+    def append(self, value: float) -> None:
+        order = self._order
+        if order.maxlen is not None and len(order) == order.maxlen:
+            del self._sorted[bisect_left(self._sorted, order[0])]
+        order.append(value)
+        insort(self._sorted, value)
+
+    def extend(self, values: Iterable[float]) -> None:
+        for value in values:
+            self.append(value)
+
+    def percentile(self, q: float) -> float:
+        ordered = self._sorted
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._order)
+
+
 @dataclass(slots=True)
 class DeploymentHealth:
     deployment: str
@@ -50,10 +84,10 @@ class DeploymentHealth:
     opened_times: int = 0  # consecutive openings: each doubles the open time
     probing: bool = False
     outcomes: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=256))
-    first_byte_s: deque[float] = field(default_factory=lambda: deque(maxlen=50))
-    latency_s: deque[float] = field(default_factory=lambda: deque(maxlen=50))
-    prompt_tokens: deque[int] = field(default_factory=lambda: deque(maxlen=50))
-    gaps_s: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    first_byte_s: Window = field(default_factory=lambda: Window(50))
+    latency_s: Window = field(default_factory=lambda: Window(50))
+    prompt_tokens: Window = field(default_factory=lambda: Window(50))
+    gaps_s: Window = field(default_factory=lambda: Window(500))
     last_error: str = ""
 
 
@@ -68,11 +102,6 @@ class LocalBus:
 
     def publish(self, deployment: str, open_until: float, cooldown_until: float) -> None:
         return None
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class HealthRegistry:
@@ -96,7 +125,7 @@ class HealthRegistry:
         health = self._by_id.get(deployment)
         if health is None:
             health = DeploymentHealth(
-                deployment, first_byte_s=deque(maxlen=self.policy.first_byte_samples)
+                deployment, first_byte_s=Window(self.policy.first_byte_samples)
             )
             self._by_id[deployment] = health
         return health
@@ -134,10 +163,10 @@ class HealthRegistry:
         h = self.get(deployment)
         if len(h.first_byte_s) < 5:
             return p.first_byte_ceiling_s
-        p95 = _percentile(list(h.first_byte_s), 0.95)
+        p95 = h.first_byte_s.percentile(0.95)
         scale = 1.0
         if prompt_tokens and h.prompt_tokens:
-            usual = _percentile([float(t) for t in h.prompt_tokens], 0.5)
+            usual = h.prompt_tokens.percentile(0.5)
             scale = max(1.0, prompt_tokens / max(usual, 1.0))
         deadline = max(p95 * p.first_byte_multiplier * scale, p.first_byte_floor_s)
         return min(deadline, p.first_byte_ceiling_s)
@@ -149,7 +178,7 @@ class HealthRegistry:
         gaps = self.get(deployment).gaps_s
         if len(gaps) < 20:
             return p.idle_ceiling_s
-        p99 = _percentile(list(gaps), 0.99)
+        p99 = gaps.percentile(0.99)
         return min(max(p99 * p.idle_multiplier, p.idle_floor_s), p.idle_ceiling_s)
 
     def record_gaps(self, deployment: str, gaps: list[float]) -> None:
@@ -161,7 +190,7 @@ class HealthRegistry:
         samples = self.get(deployment).latency_s
         if len(samples) < 5:
             return p.latency_ceiling_s
-        p95 = _percentile(list(samples), 0.95)
+        p95 = samples.percentile(0.95)
         return min(max(p95 * p.first_byte_multiplier, p.first_byte_floor_s), p.latency_ceiling_s)
 
     # --- outcomes --------------------------------------------------------------------------
@@ -245,17 +274,16 @@ class HealthRegistry:
         state: BreakerState = h.state
         if state == "open" and h.open_until <= now:
             state = "half_open"
-        fb = list(h.first_byte_s)
-        lat = list(h.latency_s)
+        fb, lat = h.first_byte_s, h.latency_s
         return {
             "deployment": deployment,
             "breaker": state,
             "open_for_s": round(max(h.open_until - now, 0.0), 3) if state == "open" else 0.0,
             "cooldown_for_s": round(max(h.cooldown_until - now, 0.0), 3),
             "consecutive_failures": h.consecutive_failures,
-            "first_byte_p50_ms": round(_percentile(fb, 0.5) * 1000, 2) if fb else None,
-            "first_byte_p95_ms": round(_percentile(fb, 0.95) * 1000, 2) if fb else None,
-            "latency_p50_ms": round(_percentile(lat, 0.5) * 1000, 2) if lat else None,
+            "first_byte_p50_ms": round(fb.percentile(0.5) * 1000, 2) if fb else None,
+            "first_byte_p95_ms": round(fb.percentile(0.95) * 1000, 2) if fb else None,
+            "latency_p50_ms": round(lat.percentile(0.5) * 1000, 2) if lat else None,
             "first_byte_deadline_ms": round(self.first_byte_deadline(deployment) * 1000, 1),
             "last_error": h.last_error or None,
         }

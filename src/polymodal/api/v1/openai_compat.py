@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from polymodal.api.body import body_openapi, parse
@@ -39,6 +40,17 @@ from polymodal.tenancy.economics import rate_headers
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# Endpoints served by api.middleware.HotRoutes: each takes a bare Request, no dependencies.
+HOT_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings"})
+
+
+def hot_routes() -> list[APIRoute]:
+    """This router's POST routes that `HotRoutes` may call directly."""
+    return [
+        r
+        for r in router.routes
+        if isinstance(r, APIRoute) and r.path in HOT_PATHS and "POST" in (r.methods or ())
+    ]
 
 
 class StreamOptions(BaseModel):
