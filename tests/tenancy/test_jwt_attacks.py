@@ -141,10 +141,13 @@ def test_token_of_a_removed_member(ident: IdEnv) -> None:
     assert again.status_code == 401
     # The removed member's API key no longer carries any role either.
     with ident.client(member.key) as c:
-        assert c.post(
-            "/v1/chat/completions",
-            json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
-        ).status_code == 403
+        assert (
+            c.post(
+                "/v1/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+            ).status_code
+            == 403
+        )
 
 
 def test_garbage_credentials(ident: IdEnv) -> None:

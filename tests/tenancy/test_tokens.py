@@ -11,7 +11,9 @@ from tests.tenancy.conftest import IdEnv
 
 def _refresh(ident: IdEnv, token: str) -> httpx.Response:
     with ident.client() as c:
-        return c.post("/v1/auth/token", data={"grant_type": "refresh_token", "refresh_token": token})
+        return c.post(
+            "/v1/auth/token", data={"grant_type": "refresh_token", "refresh_token": token}
+        )
 
 
 def _me(ident: IdEnv, token: str) -> httpx.Response:
@@ -51,7 +53,11 @@ def test_jwks_verifies_tokens_independently(ident: IdEnv) -> None:
     assert all("d" not in k for k in jwks["keys"])  # public halves only
     key = jwt.PyJWKSet.from_dict(jwks)[kid]
     claims = jwt.decode(
-        token, key.key, algorithms=[key.algorithm_name], audience="polymodal-api", issuer="polymodal"
+        token,
+        key.key,
+        algorithms=[key.algorithm_name],
+        audience="polymodal-api",
+        issuer="polymodal",
     )
     assert claims["tid"] == t.id
 

@@ -26,7 +26,7 @@ from polymodal.domain.principal import Principal, Role
 from polymodal.tenancy.auth import KeyAuthenticator
 from polymodal.tenancy.keys import KEY_PREFIX
 from polymodal.tenancy.oidc import ExternalIssuer
-from polymodal.tenancy.tokens import SERVICE, AccessClaims, TokenService
+from polymodal.tenancy.tokens import SERVICE, AccessClaims, TokenService, unverified_header
 
 _STATUS_CODES = {"disabled": "user_disabled", "locked": "user_locked", "deleted": "user_deleted"}
 
@@ -44,6 +44,7 @@ class _Verified:
     principal: Principal
     session_key: str
     expires_at: float
+    kid: str
 
 
 def bearer(authorization: str | None) -> str:
@@ -125,7 +126,9 @@ class Authenticator:
                 raise Unauthenticated(
                     "The access token has expired; get a new one.", code="token_expired"
                 )
-            return hit.principal
+            if self.tokens.ring.is_live(hit.kid):
+                return hit.principal
+            self._verified.pop(token)  # its key was retired: verify again (and fail)
         if self.external is not None and self._issuer_of(token) == self.external.issuer:
             return await self.external.verify(token)
         claims = await self.tokens.verify(token)
@@ -143,7 +146,8 @@ class Authenticator:
         )
         ttl = min(self._ttl, claims.expires_at - time.time())
         if ttl > 0:
-            self._verified.set(token, _Verified(principal, key, claims.expires_at), ttl_s=ttl)
+            kid = str(unverified_header(token).get("kid"))
+            self._verified.set(token, _Verified(principal, key, claims.expires_at, kid), ttl_s=ttl)
         return principal
 
     @staticmethod

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.db.models_identity import SigningKey
 from polymodal.domain.errors import NotFound
+from polymodal.observability.logging import get_logger
 
 ALGORITHMS = ("EdDSA", "RS256")
 PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -124,7 +126,13 @@ class KeyRing:
         for row in rows:
             if row.retire_at is not None and row.retire_at <= now:
                 continue
-            private = self._unseal(row.kid, row.private_key)
+            try:
+                private = self._unseal(row.kid, row.private_key)
+            except (InvalidTag, ValueError):
+                # Sealed under another secret_key: unusable here, so skipped (and, if it
+                # was the signing key, ``ensure`` makes a new one) rather than fatal.
+                get_logger("polymodal.identity").warning("signing_key_unreadable", kid=row.kid)
+                continue
             keys[row.kid] = RingKey(
                 kid=row.kid,
                 alg=row.alg,
@@ -207,6 +215,11 @@ class KeyRing:
         if key is not None and key.retire_at is not None and key.retire_at <= self._clock():
             return None
         return key
+
+    def is_live(self, kid: str) -> bool:
+        """Synchronous check for cached tokens: ``kid`` is loaded and not retired."""
+        key = self._keys.get(kid)
+        return key is not None and (key.retire_at is None or key.retire_at > self._clock())
 
     async def jwks(self) -> dict[str, Any]:
         await self._fresh()
