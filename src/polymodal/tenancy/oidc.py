@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.cache.memory import TTLCache
 from polymodal.db import system
+from polymodal.db.scope import system_session
 from polymodal.domain.errors import Unauthenticated
 from polymodal.domain.principal import Principal, Role
 from polymodal.tenancy.rbac import unknown_scopes
@@ -122,7 +123,7 @@ class ExternalIssuer:
             )
         tenant_id = self._tenants.get(ref)
         if tenant_id is None:
-            async with self._sessions() as session:
+            async with system_session(self._sessions) as session:  # names its tenant
                 tenant = await system.find_tenant(session, ref=ref)
             if tenant is None or tenant.status != "active":
                 raise Unauthenticated(
