@@ -50,7 +50,8 @@ def ledger_row(record: UsageRecord) -> dict[str, Any]:
 
 
 def _default(value: object) -> str:
-    if isinstance(value, Decimal):
+    # orjson writes exact uuid.UUID only; asyncpg hands out its own UUID subclass.
+    if isinstance(value, Decimal | uuid.UUID):
         return str(value)
     raise TypeError(type(value).__name__)
 
@@ -122,7 +123,8 @@ class UsageRecorder:
         if self._spool is not None:
             try:
                 line = encode(row)
-            except (TypeError, ValueError):  # cannot happen for a well-typed record
+            except (TypeError, ValueError):  # a value orjson cannot write: keep it in memory
+                log.exception("usage row not spoolable")
                 line = b""
             if not line or not self._spool.append(line):
                 self._unspooled.append(row)
