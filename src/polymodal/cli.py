@@ -22,6 +22,7 @@ from polymodal.domain.errors import PolymodalError
 from polymodal.gateway.catalog import CatalogError
 from polymodal.gateway.routing import RoutesError
 from polymodal.identity_cli import jwt_app, user_password, user_status
+from polymodal.ledger_cli import audit_app, usage_app
 from polymodal.settings import Settings, SettingsError, load_settings, settings_markdown
 from polymodal.tenancy import admin as admin_service
 
@@ -40,6 +41,8 @@ admin_app.add_typer(key_app, name="key")
 admin_app.add_typer(jwt_app, name="jwt")
 user_app.command("password")(user_password)
 user_app.command("status")(user_status)
+admin_app.add_typer(usage_app, name="usage")
+admin_app.add_typer(audit_app, name="audit")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
