@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,10 +118,10 @@ async def _prepare(settings: Settings) -> tuple[Tenant, Tenant]:
     return made[0], made[1]
 
 
-@pytest.fixture(scope="session")
-def iso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IsoEnv]:
+@contextmanager
+def live_env(tmp: Path) -> Iterator[IsoEnv]:
+    """The server and its two tenants, torn down (schema dropped) on exit."""
     need_service("PostgreSQL", PG_URL, 5432)
-    tmp = tmp_path_factory.mktemp("isolation")
     target = DatabaseTarget("postgres", tmp)
     asyncio.run(target.create())
     fake = FakeProvider(wire="openai", api_key=FAKE_KEY).start()
@@ -132,3 +133,9 @@ def iso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IsoEnv]:
     finally:
         fake.stop()
         asyncio.run(target.drop())
+
+
+@pytest.fixture(scope="session")
+def iso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IsoEnv]:
+    with live_env(tmp_path_factory.mktemp("isolation")) as env:
+        yield env

@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from polymodal.api.openapi import document
+
 M = TypeVar("M", bound=BaseModel)
 _SCHEMAS: dict[str, type[BaseModel]] = {}
 _REF = "#/components/schemas/{model}"
@@ -52,7 +54,7 @@ def install_schemas(app: FastAPI) -> None:
             model_schema = model.model_json_schema(ref_template=_REF)
             components.update(model_schema.pop("$defs", {}))
             components[name] = model_schema
-        app.openapi_schema = schema
+        app.openapi_schema = document(schema)  # error shapes and credentials, as served
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
