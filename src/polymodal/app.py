@@ -23,6 +23,7 @@ from polymodal.api.v1 import auth as auth_api
 from polymodal.api.v1 import budgets, me, openai_compat, routing, templates
 from polymodal.api.v1 import chatbots as chatbots_api
 from polymodal.api.v1 import keys as keys_api
+from polymodal.api.v1 import knowledge as knowledge_api
 from polymodal.api.v1 import members as members_api
 from polymodal.api.v1 import usage as usage_api
 from polymodal.cache import open_cache
@@ -41,7 +42,9 @@ from polymodal.observability.metrics import (
     UsageMetrics,
 )
 from polymodal.rag import answer as chatbot_answer
+from polymodal.rag import runtime as rag_runtime
 from polymodal.rag.chatbot_setup import build_chatbots
+from polymodal.rag.jobs import JobQueue
 from polymodal.settings import Settings, load_settings
 from polymodal.templates import language as template_language
 from polymodal.templates.catalog import builtin_catalog
@@ -121,11 +124,29 @@ def create_app(
                 catalog=template_catalog, sessions=sessions, metrics=template_metrics
             ),
         )
+        rag = rag_runtime.build(
+            settings,
+            sessions=sessions,
+            gateway=gateway,
+            cache=rag_runtime.embedding_store(settings, cache),
+        )
+        ingest_runner = None
+        if rag_runtime.uses_celery(settings):
+            from polymodal.worker import CeleryQueue
+
+            ingest_queue: JobQueue = CeleryQueue(settings)
+        else:
+            ingest_queue = ingest_runner = rag_runtime.runner(settings, rag, sessions)
+        app.state.polymodal.knowledge = rag_runtime.service(
+            settings, rag, sessions=sessions, gateway=gateway, queue=ingest_queue
+        )
+        if ingest_runner is not None:
+            await ingest_runner.start()  # resumes jobs a previous process left unfinished
         app.state.polymodal.chatbots = build_chatbots(
             settings,
             sessions=sessions,
             cache=cache,
-            retriever=None,  # the knowledge-base search joins here when it is wired
+            retriever=rag.retriever,
             count_tokens=count_tokens,
             metrics=chatbot_metrics,
         )
@@ -133,6 +154,9 @@ def create_app(
         try:
             yield
         finally:
+            if ingest_runner is not None:
+                await ingest_runner.stop()  # unfinished jobs resume at the next start
+            rag.close()
             await economics.drain()  # settle what is in flight before the ledger's last flush
             await usage.stop()
             await lag.stop()
@@ -174,6 +198,7 @@ def create_app(
     app.include_router(members_api.router)
     app.include_router(keys_api.router)
     app.include_router(budgets.router)
+    app.include_router(knowledge_api.router)
     app.include_router(usage_api.router)
     app.include_router(audit_api.router)
     return app

@@ -136,6 +136,23 @@ def serve(
 
 
 @app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option("-Q", "--queues", help="Comma-separated queues (e.g. ingest).")
+    ] = "ingest",
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Processes.")] = 1,
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork or solo.")] = "prefork",
+) -> None:
+    """Run a Celery worker (production profile: needs POLYMODAL_REDIS_URL)."""
+    settings = _settings()
+    if not settings.redis_url:
+        _fail("polymodal worker needs POLYMODAL_REDIS_URL (the Celery broker)")
+    from polymodal.worker import main as worker_main
+
+    worker_main(["-Q", queues, "-c", str(concurrency), "--pool", pool, "-l", "INFO"])
+
+
+@app.command()
 def migrate(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
     downgrade: Annotated[

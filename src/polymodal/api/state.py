@@ -12,6 +12,7 @@ from polymodal.gateway.service import Gateway
 from polymodal.observability.metrics import HttpMetrics
 from polymodal.providers.http import Upstream
 from polymodal.rag.chatbot_reply import ChatbotReplies
+from polymodal.rag.service import KnowledgeService
 from polymodal.settings import Settings
 from polymodal.templates.service import TemplateService
 from polymodal.tenancy.authn import Authenticator
@@ -36,3 +37,4 @@ class AppState:
     templates: TemplateService
     identity: Identity
     chatbots: ChatbotReplies | None = None  # RAG chatbots (set after the rest)
+    knowledge: KnowledgeService | None = None  # knowledge bases (set after the rest)

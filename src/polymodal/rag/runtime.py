@@ -33,6 +33,11 @@ class RagStack:
         self.index.close()
 
 
+def embedding_store(settings: Settings, shared: Cache) -> Cache | None:
+    """The process's shared cache when it is Redis; else None (an LRU of its own)."""
+    return shared if settings.redis_url and shared.name == "redis" else None
+
+
 def uses_celery(settings: Settings) -> bool:
     if settings.ingest_queue == "auto":
         return settings.redis_url is not None
@@ -52,9 +57,9 @@ def build(
     cache: Cache | None = None,
     index: VectorIndex | None = None,
 ) -> RagStack:
-    """``cache``: the shared Redis cache in production; unset (or in-process) gets a
-    bounded in-process LRU of its own, sized for vectors."""
-    if cache is None or cache.name != "redis":
+    """``cache``: where embeddings are cached, the shared Redis cache in production;
+    unset gets a bounded in-process LRU of its own, sized for vectors."""
+    if cache is None:
         cache = MemoryCache(max_entries=settings.embedding_cache_entries)
     embed_cache = EmbeddingCache(cache, ttl_s=settings.embedding_cache_ttl_s)
     embedder = Embedder(gateway, embed_cache, batch_size=settings.embedding_batch_size)

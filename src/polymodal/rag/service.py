@@ -106,6 +106,18 @@ def _doc_info(doc: KbDocument, job: IngestJob | None, *, unchanged: bool = False
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A parsed document not yet stored."""
+
+    source: str
+    kind: Literal["upload", "url"]
+    fmt: str
+    parsed: parsers.ParsedDocument
+    digest: str
+    size: int
+
+
 class KnowledgeService:
     def __init__(
         self,
@@ -127,7 +139,7 @@ class KnowledgeService:
         self._index = index
         self._cache = cache
         self.retriever = retriever
-        self._queue = queue
+        self.queue = queue
         self._default_model = default_embedding_model
         self._max_bytes = max_document_bytes
         self._max_chars = max_text_chars
@@ -250,17 +262,30 @@ class KnowledgeService:
         content_type: str | None,
         data: bytes,
     ) -> DocInfo:
+        return (await self.add_uploads(principal, kb_id, [(filename, content_type, data)]))[0]
+
+    async def add_uploads(
+        self,
+        principal: Principal,
+        kb_id: uuid.UUID,
+        files: Sequence[tuple[str, str | None, bytes]],
+    ) -> list[DocInfo]:
+        """Add uploaded files (name, media type, bytes) all or nothing: every file is
+        checked and parsed before any is stored."""
         require(principal, Permission.KB_WRITE)
-        if len(data) > self._max_bytes:
-            raise DocumentTooLarge(
-                f"file: {filename} is {len(data)} bytes; the limit is {self._max_bytes}."
-            )
-        name = (filename or "").strip().replace("\\", "/").rsplit("/", 1)[-1][:255]
-        if not name:
-            raise InvalidRequest("file: the upload has no file name.", code="missing_filename")
         await self._check_kb(principal, kb_id)
-        fmt = parsers.detect_format(name, content_type)
-        return await self._add(principal, kb_id, name, "upload", fmt, data)
+        prepared: list[_Prepared] = []
+        for filename, content_type, data in files:
+            if len(data) > self._max_bytes:
+                raise DocumentTooLarge(
+                    f"file: {filename} is {len(data)} bytes; the limit is {self._max_bytes}."
+                )
+            name = (filename or "").strip().replace("\\", "/").rsplit("/", 1)[-1][:255]
+            if not name:
+                raise InvalidRequest("file: the upload has no file name.", code="missing_filename")
+            fmt = parsers.detect_format(name, content_type)
+            prepared.append(await self._prepare(name, "upload", fmt, data))
+        return await self._store(principal, kb_id, prepared)
 
     async def add_url(self, principal: Principal, kb_id: uuid.UUID, *, url: str) -> DocInfo:
         require(principal, Permission.KB_WRITE)
@@ -272,67 +297,82 @@ class KnowledgeService:
         fmt = parsers.detect_format(path.rsplit("/", 1)[-1], fetched.content_type or "text/html")
         if fmt not in ("pdf", "docx") and fetched.content_type.startswith("text/html"):
             fmt = "html"  # a page named /guide.md served as HTML is HTML
-        return await self._add(principal, kb_id, url, "url", fmt, fetched.data)
+        prepared = await self._prepare(url, "url", fmt, fetched.data)
+        return (await self._store(principal, kb_id, [prepared]))[0]
 
     async def _check_kb(self, principal: Principal, kb_id: uuid.UUID) -> None:
         async with tenant_session(self._sessions, principal.tenant_id) as s:
             await self._kb(s, principal.tenant_id, kb_id)
 
-    async def _add(
-        self,
-        principal: Principal,
-        kb_id: uuid.UUID,
-        source: str,
-        kind: Literal["upload", "url"],
-        fmt: str,
-        data: bytes,
-    ) -> DocInfo:
-        label = source.rsplit("/", 1)[-1] if kind == "upload" else source
+    async def _prepare(
+        self, source: str, kind: Literal["upload", "url"], fmt: str, data: bytes
+    ) -> _Prepared:
         parsed = await asyncio.to_thread(
-            parsers.parse, data, filename=label, fmt=fmt, max_chars=self._max_chars
+            parsers.parse, data, filename=source, fmt=fmt, max_chars=self._max_chars
         )
         digest = hashlib.sha256(parsed.text.encode("utf-8", "surrogatepass")).hexdigest()
+        return _Prepared(source, kind, fmt, parsed, digest, len(data))
+
+    async def _store(
+        self, principal: Principal, kb_id: uuid.UUID, prepared: Sequence[_Prepared]
+    ) -> list[DocInfo]:
         tenant_id = principal.tenant_id
-        sections = [asdict(sec) for sec in parsed.sections]
+        infos: list[DocInfo] = []
+        queued: list[uuid.UUID] = []
         async with tenant_session(self._sessions, tenant_id) as s, s.begin():
             kb = await repo.get_kb(s, tenant_id=tenant_id, kb_id=kb_id, lock=True)
             if kb is None:
                 raise NotFound(f"knowledge base {kb_id} does not exist.", code="kb_not_found")
-            same = await repo.document_by_hash(
-                s, tenant_id=tenant_id, kb_id=kb_id, content_hash=digest
+            for p in prepared:
+                info, job_id = await self._store_one(s, principal, kb_id, p)
+                infos.append(info)
+                if job_id is not None:
+                    queued.append(job_id)
+        for job_id in queued:
+            await self.queue.enqueue(tenant_id, job_id)
+        return infos
+
+    async def _store_one(
+        self, s: AsyncSession, principal: Principal, kb_id: uuid.UUID, p: _Prepared
+    ) -> tuple[DocInfo, uuid.UUID | None]:
+        tenant_id = principal.tenant_id
+        same = await repo.document_by_hash(
+            s, tenant_id=tenant_id, kb_id=kb_id, content_hash=p.digest
+        )
+        if same is not None and same.source != p.source:
+            raise DuplicateDocument(
+                f"file: {p.source} has the same content as document {same.id} "
+                f"('{same.source}') in this knowledge base."
             )
-            if same is not None and same.source != source:
-                raise DuplicateDocument(
-                    f"file: {label} has the same content as document {same.id} "
-                    f"('{same.source}') in this knowledge base."
-                )
-            doc = await repo.document_by_source(s, tenant_id=tenant_id, kb_id=kb_id, source=source)
-            if doc is not None and doc.content_hash == digest and doc.status != "failed":
-                jobs = await repo.latest_jobs(s, tenant_id=tenant_id, doc_ids=[doc.id])
-                return _doc_info(doc, jobs.get(doc.id), unchanged=True)
-            now = utcnow()
-            if doc is None:
-                doc = KbDocument(tenant_id=tenant_id, kb_id=kb_id, source=source, created_at=now)
-                s.add(doc)
-            doc.title = parsed.title or label
-            doc.source_kind, doc.format, doc.content_hash = kind, fmt, digest
-            doc.size_bytes, doc.chars = len(data), len(parsed.text)
-            doc.status, doc.error, doc.updated_at = "queued", None, now
-            await s.flush()
-            await repo.put_text(
-                s, tenant_id=tenant_id, doc_id=doc.id, content_hash=digest, sections=sections
-            )
-            job = await repo.create_job(
-                s,
-                tenant_id=tenant_id,
-                kb_id=kb_id,
-                doc_id=doc.id,
-                content_hash=digest,
-                created_by=principal.user_id,
-            )
-            info = _doc_info(doc, job)
-        await self._queue.enqueue(tenant_id, job.id)
-        return info
+        doc = await repo.document_by_source(s, tenant_id=tenant_id, kb_id=kb_id, source=p.source)
+        if doc is not None and doc.content_hash == p.digest and doc.status != "failed":
+            jobs = await repo.latest_jobs(s, tenant_id=tenant_id, doc_ids=[doc.id])
+            return _doc_info(doc, jobs.get(doc.id), unchanged=True), None
+        now = utcnow()
+        if doc is None:
+            doc = KbDocument(tenant_id=tenant_id, kb_id=kb_id, source=p.source, created_at=now)
+            s.add(doc)
+        doc.title = p.parsed.title or p.source.rsplit("/", 1)[-1]
+        doc.source_kind, doc.format, doc.content_hash = p.kind, p.fmt, p.digest
+        doc.size_bytes, doc.chars = p.size, len(p.parsed.text)
+        doc.status, doc.error, doc.updated_at, doc.chunks = "queued", None, now, 0
+        await s.flush()
+        await repo.put_text(
+            s,
+            tenant_id=tenant_id,
+            doc_id=doc.id,
+            content_hash=p.digest,
+            sections=[asdict(sec) for sec in p.parsed.sections],
+        )
+        job = await repo.create_job(
+            s,
+            tenant_id=tenant_id,
+            kb_id=kb_id,
+            doc_id=doc.id,
+            content_hash=p.digest,
+            created_by=principal.user_id,
+        )
+        return _doc_info(doc, job), job.id
 
     async def list_documents(self, principal: Principal, kb_id: uuid.UUID) -> list[DocInfo]:
         require(principal, Permission.KB_READ)
