@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from polymodal.db.models import ApiKey, Tenant, UsageEvent, User
+from polymodal.db.models import ApiKey, Tenant, User
 
 
 async def create_tenant(session: AsyncSession, *, name: str, plan: str) -> Tenant:
@@ -52,9 +52,3 @@ async def create_user(session: AsyncSession, *, email: str, display_name: str) -
 async def find_key_by_prefix(session: AsyncSession, *, prefix: str) -> ApiKey | None:
     result = await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))
     return result.scalar_one_or_none()
-
-
-async def insert_usage(session: AsyncSession, *, rows: list[dict[str, object]]) -> None:
-    """Write a batch of usage rows; each row names its own tenant (the batch mixes them)."""
-    if rows:
-        await session.execute(insert(UsageEvent), rows)
