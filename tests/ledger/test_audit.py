@@ -9,13 +9,15 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Uuid, bindparam, select, text
+from sqlalchemy import Uuid, bindparam, delete, func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
 from polymodal.cli import app
-from polymodal.db import repositories
+from polymodal.db import audit_guard, repositories
 from polymodal.db.models import AuditEvent
+from polymodal.db.models import Tenant as TenantRow
 from polymodal.db.scope import system_session, tenant_session
 from polymodal.domain.errors import PermissionDenied
 from polymodal.domain.principal import Role
@@ -39,10 +41,13 @@ async def _log(sessions: async_sessionmaker[AsyncSession], tenant: Tenant, n: in
 
 
 async def _tamper(sessions: async_sessionmaker[AsyncSession], sql: str, **params: object) -> None:
-    """What an attacker with database access does (outside Row-Level Security)."""
+    """What an attacker with the database owner's rights does: drop the append-only
+    triggers, change the log, put the triggers back (outside Row-Level Security)."""
     stmt = text(sql).bindparams(bindparam("t", type_=Uuid))
     async with system_session(sessions) as s, s.begin():
+        await s.run_sync(lambda sync: audit_guard.remove(sync.connection()))
         await s.execute(stmt, params)
+        await s.run_sync(lambda sync: audit_guard.install(sync.connection()))
 
 
 async def _verdict(sessions: async_sessionmaker[AsyncSession], tenant: Tenant) -> audit.Verdict:
@@ -98,6 +103,7 @@ async def test_a_rehashed_row_breaks_the_next_link(
             )
         ).scalar_one()
     async with system_session(sessions) as s, s.begin():
+        await s.run_sync(lambda sync: audit_guard.remove(sync.connection()))
         event = await s.get(AuditEvent, row)
         assert event is not None
         event.target = "forged"
@@ -112,6 +118,8 @@ async def test_a_rehashed_row_breaks_the_next_link(
                 created_at=event.created_at,
             ),
         )
+        await s.flush()
+        await s.run_sync(lambda sync: audit_guard.install(sync.connection()))
     v = await _verdict(sessions, tenant)
     assert not v.ok and v.seq == 3 and "does not follow" in (v.problem or "")
 
@@ -221,3 +229,34 @@ def test_cli_verify_prints_ok_or_the_broken_event(
     assert "BROKEN" in broken.stdout and "at event 1" in broken.stdout
     missing = runner.invoke(app, ["admin", "audit", "verify", "--tenant", uuid.uuid4().hex])
     assert missing.exit_code == 1 and "no tenant" in missing.output
+
+
+async def test_the_database_refuses_to_change_or_delete_events(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = await new_tenant(sessions)
+    await _log(sessions, tenant, 2)
+    for sql in (
+        "UPDATE audit_events SET actor = 'x' WHERE tenant_id = :t",
+        "DELETE FROM audit_events WHERE tenant_id = :t",
+    ):
+        stmt = text(sql).bindparams(bindparam("t", type_=Uuid))
+        for scope in (tenant_session(sessions, tenant.id), system_session(sessions)):
+            with pytest.raises(DBAPIError, match="append-only"):
+                async with scope as s, s.begin():
+                    await s.execute(stmt, {"t": tenant.id})
+    assert (await _verdict(sessions, tenant)).events == 2
+
+
+async def test_erasing_a_tenant_still_removes_its_log(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = await new_tenant(sessions)
+    await _log(sessions, tenant, 3)
+    async with system_session(sessions) as s, s.begin():
+        await s.execute(delete(TenantRow).where(TenantRow.id == tenant.id))
+    async with system_session(sessions) as s:
+        left = await s.execute(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.tenant_id == tenant.id)
+        )
+        assert left.scalar_one() == 0

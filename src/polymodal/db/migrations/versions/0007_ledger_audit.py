@@ -1,5 +1,5 @@
 """ledger and audit: usage cache_hit and event_id (idempotent spool replay), audit seq and
-audit heads (gap and tail-deletion detection)
+audit heads (gap and tail-deletion detection), append-only triggers on audit_events
 
 Revision ID: 0007
 Revises: 0006
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
+from polymodal.db import audit_guard
 
 revision = "0007"
 down_revision = "0006"
@@ -55,9 +57,12 @@ def upgrade() -> None:
         "WHERE last.seq = (SELECT MAX(seq) FROM audit_events AS other "
         "WHERE other.tenant_id = last.tenant_id)"
     )
+    # Last: a later rebuild of audit_events on SQLite would drop the triggers.
+    audit_guard.install(op.get_bind())
 
 
 def downgrade() -> None:
+    audit_guard.remove(op.get_bind())
     op.drop_table("audit_heads")
     with op.batch_alter_table("audit_events") as batch:
         batch.drop_constraint("uq_audit_events_tenant_seq", type_="unique")
