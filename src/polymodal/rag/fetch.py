@@ -59,10 +59,10 @@ def refusal(address: IPAddress, allow: Sequence[Network] = ()) -> str | None:
     for attr, what in (
         ("is_loopback", "a loopback address"),
         ("is_link_local", "a link-local address"),
-        ("is_private", "a private address"),
-        ("is_multicast", "a multicast address"),
         ("is_unspecified", "an unspecified address"),
+        ("is_multicast", "a multicast address"),
         ("is_reserved", "a reserved address"),
+        ("is_private", "a private address"),
     ):
         if getattr(address, attr):
             return what

@@ -167,7 +167,9 @@ def _md(data: bytes, _max: int) -> tuple[str, list[Section]]:
     return _markdown_sections(_decode(data))
 
 
-_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head", "iframe"})
+_SKIP_TAGS = frozenset(
+    {"script", "style", "noscript", "template", "svg", "head", "iframe", "nav"}
+)  # code, styling and site navigation are not the document
 _BLOCK_TAGS = frozenset(
     {
         "p", "div", "section", "article", "main", "header", "footer", "aside", "nav",
