@@ -199,14 +199,46 @@ def pick(limit: int | None, fmt: str | None = None) -> list[Entry]:
     return spread(json_entries)[:n_json] + spread(others)[: limit - n_json]
 
 
+def run_key(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two generations comparable: rows of other runs are not mixed in."""
+    return {"model": args.model, "max_tokens": args.max_tokens, "lang_mode": args.lang}
+
+
+def load_rows(path: Path, key: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows already generated under the same run key (for --resume), last one per id."""
+    if not path.exists():
+        return []
+    by_id: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if all(row.get(k) == v for k, v in key.items()):
+                by_id[row["id"]] = row
+    return list(by_id.values())
+
+
 def generate_all(
-    base_url: str, key: str, entries: list[Entry], args: argparse.Namespace
+    base_url: str,
+    key: str,
+    entries: list[Entry],
+    args: argparse.Namespace,
+    *,
+    positions: dict[str, int],
 ) -> list[dict[str, Any]]:
+    """Generate each entry's example; every finished row is appended to ``args.rows`` at
+    once, so an interrupted run keeps what it did and ``--resume`` carries on."""
     rows: list[dict[str, Any]] = []
     headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=900) as client:
+    args.rows.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        httpx.Client(base_url=base_url, headers=headers, timeout=900) as client,
+        args.rows.open("a") as sink,
+    ):
         for i, entry in enumerate(entries):
-            lang = LANGUAGES[i % len(LANGUAGES)] if args.lang == "rotate" else args.lang
+            # The language follows the template's place in the whole pick, not in this
+            # (possibly resumed) slice, so a resumed run asks for the same languages.
+            at = positions[entry.id]
+            lang = LANGUAGES[at % len(LANGUAGES)] if args.lang == "rotate" else args.lang
             body: dict[str, Any] = {
                 "inputs": entry.template.example,
                 "max_tokens": args.max_tokens,
@@ -237,7 +269,10 @@ def generate_all(
                 )
             else:
                 row["error"] = data.get("error", {}).get("code")
+            row.update(run_key(args))
             rows.append(row)
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
             ok = row.get("output_language") == row.get("lang")
             print(
                 f"  [{i + 1:>3}/{len(entries)}] {entry.id:<34} {row['lang']:<4} "
@@ -303,6 +338,17 @@ def main() -> None:
         "--threads", type=int, default=1, help="llama.cpp threads (1 is fastest on 2 cores)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/templates_eval.json")
+    parser.add_argument(
+        "--rows",
+        type=Path,
+        default=ROOT / "bench/results/templates_eval_rows.jsonl",
+        help="per-template results, appended as each finishes",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip templates already in --rows for this model, max tokens and language mode",
+    )
     args = parser.parse_args()
     if args.lang not in ("rotate", "auto", *LANGUAGES):
         parser.error(f"--lang: rotate, auto or one of {', '.join(LANGUAGES)}")
@@ -311,6 +357,15 @@ def main() -> None:
     render_stats = render_latency()
 
     entries = pick(args.limit, args.format)
+    positions = {e.id: i for i, e in enumerate(entries)}
+    wanted = set(positions)
+    earlier = [r for r in load_rows(args.rows, run_key(args)) if r["id"] in wanted]
+    if args.resume:
+        done_ids = {r["id"] for r in earlier}
+        entries = [e for e in entries if e.id not in done_ids]
+        print(f"resuming: {len(done_ids)} done earlier, {len(entries)} to go", flush=True)
+    else:
+        earlier = []
     print(f"generating {len(entries)} templates with {args.model} ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_for(Path(tmp), args.model, args.threads)
@@ -318,7 +373,7 @@ def main() -> None:
         started = time.perf_counter()
         with Server(settings) as server:
             base = f"http://127.0.0.1:{server.port}"
-            rows = generate_all(base, key, entries, args)
+            rows = earlier + generate_all(base, key, entries, args, positions=positions)
         wall = time.perf_counter() - started
     scores = score(rows)
 
