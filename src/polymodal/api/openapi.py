@@ -60,7 +60,7 @@ _COMMON = {
     "422": "A parameter or body field is invalid; `error.param` names it.",
     "429": "Rate limit or budget exceeded; `Retry-After` says when to retry.",
 }
-_AUTHENTICATED = {
+_OBJECTS = {
     "403": "The credential's role or scopes do not allow this.",
     "404": "No such object in the caller's tenant.",
     "409": "Conflicts with the current state (e.g. the object already exists).",
@@ -95,8 +95,8 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses: dict[str, Any] = operation["responses"]
-            errors = _COMMON if public else {**_COMMON, **_AUTHENTICATED}
-            for status, description in errors.items():
+            # Public operations answer these too (an unknown invitation is a 404).
+            for status, description in {**_COMMON, **_OBJECTS}.items():
                 current = responses.get(status)
                 if current is None or _is_fastapi_validation(current):
                     responses[status] = _error(description)
