@@ -229,3 +229,17 @@ async def test_a_database_outage_keeps_every_row(
             select(func.count()).select_from(UsageEvent).where(UsageEvent.tenant_id == tenant.id)
         )
         assert n.scalar_one() == 4
+
+
+async def test_an_unusable_spool_folder_degrades_to_memory(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the spool folder should be")
+    tenant = await new_tenant(sessions)
+    rec = _recorder(sessions, blocker / "spool")
+    await rec.start()  # does not raise: the server still starts
+    rec.record(usage(tenant.id, cost="1", at=AT))
+    await rec.flush()
+    assert len(await _stored(sessions, tenant.id)) == 1
+    await rec.stop()

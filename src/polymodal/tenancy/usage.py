@@ -149,15 +149,27 @@ class UsageRecorder:
 
     async def start(self) -> None:
         if self._spool is not None:
-            spool = self._spool
-            await asyncio.to_thread(spool.open)
-            for segment in await asyncio.to_thread(spool.claim_orphans):
-                self._backlog.append(_Unit(segment, None, counted=False))
-            if self._backlog:
-                log.info("replaying usage spool", segments=len(self._backlog))
-                await self.flush()
+            await self._open_spool(self._spool)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def _open_spool(self, spool: Spool) -> None:
+        """Open the spool and replay what dead processes left in it."""
+        try:
+            await asyncio.to_thread(spool.open)
+        except OSError as e:  # degrade, loudly: a crash now loses up to one flush interval
+            log.error(
+                "usage spool unavailable; rows are held in memory only",
+                path=str(spool.directory),
+                error=str(e),
+            )
+            self._spool = None
+            return
+        for segment in await asyncio.to_thread(spool.claim_orphans):
+            self._backlog.append(_Unit(segment, None, counted=False))
+        if self._backlog:
+            log.info("replaying usage spool", segments=len(self._backlog))
+            await self.flush()
 
     async def stop(self) -> None:
         if self._task is not None:
