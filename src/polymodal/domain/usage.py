@@ -10,8 +10,9 @@ from decimal import Decimal
 from typing import Protocol
 
 # A feature tag is ``api`` or ``<kind>:<id>``; only the kind goes into metric labels,
-# so this set is what bounds their cardinality.
-FEATURE_KINDS = frozenset({"api", "template", "chatbot", "pipeline", "media"})
+# so this set is what bounds their cardinality. ``kb:<id>`` is knowledge-base work
+# (ingestion and search embeddings) outside any chatbot.
+FEATURE_KINDS = frozenset({"api", "template", "chatbot", "pipeline", "media", "kb"})
 OTHER = "other"
 
 
