@@ -74,13 +74,11 @@ def retrieval(label: str, kb: uuid.UUID, version: int = 1) -> Retrieval:
 
 
 async def _put(cache: SemanticCache, scope: Scope, query: str, label: str) -> None:
-    signature = query_guards.features(query).signature()
-    await cache.put(scope, embed(query), signature, retrieval(label, scope.kb_versions[0][0]), 0.05)
+    await cache.put(scope, embed(query), query, retrieval(label, scope.kb_versions[0][0]), 0.05)
 
 
 async def _get(cache: SemanticCache, scope: Scope, query: str) -> str | None:
-    signature = query_guards.features(query).signature()
-    found, _ = await cache.get(scope, embed(query), signature)
+    found, _ = await cache.get(scope, embed(query), query)
     return None if found is None else found.retrieval.hits[0].title
 
 
@@ -93,10 +91,12 @@ async def test_paraphrase_hits_and_guards_refuse_near_misses(store: VectorStore)
     await _put(cache, scope, "How many points did the Broncos score in 2015?", "broncos")
 
     assert await _get(cache, scope, "When did Nikola Tesla die?") == "tesla"
+    assert await _get(cache, scope, "when did nikola tesla die") == "tesla"
     assert await _get(cache, scope, "In what year did Nikola Tesla pass away?") == "tesla"
     assert await _get(cache, scope, "Is aspirin not safe during pregnancy?") is None  # negation
     assert await _get(cache, scope, "How many points did the Broncos score in 2016?") is None
     assert await _get(cache, scope, "When did Nikola Edison die?") is None  # entity
+    assert await _get(cache, scope, "Who did Nikola Tesla meet?") is None  # question kind
     assert await _get(cache, scope, "What is the capital of France?") is None
 
 
@@ -136,13 +136,12 @@ async def test_scope_keeps_only_the_newest_entries(store: VectorStore) -> None:
     scope = Scope.of(uuid.uuid4(), {kb: 1}, 5)
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(55, 384)).astype(np.float32)
-    signature = query_guards.NO_GUARD.signature()
     for i, v in enumerate(vectors):
-        await cache.put(scope, v, signature, retrieval(f"q{i}", kb), 0.01)
-    newest, _ = await cache.get(scope, vectors[-1], signature)
-    oldest, match = await cache.get(scope, vectors[0], signature)
+        await cache.put(scope, v, "same words", retrieval(f"q{i}", kb), 0.01)
+    newest, _ = await cache.get(scope, vectors[-1], "same words")
+    oldest, refused = await cache.get(scope, vectors[0], "same words")
     assert newest is not None and newest.retrieval.hits[0].title == "q54"
-    assert oldest is None and not match.refused  # trimmed
+    assert oldest is None and not refused  # trimmed
 
 
 async def test_cached_search_counts_and_skips_the_retriever(store: VectorStore) -> None:
@@ -184,7 +183,7 @@ async def test_a_broken_store_is_a_miss_not_an_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("a", "b", "same"),
+    ("a", "b", "allowed"),
     [
         ("How tall is the tower?", "How tall is the tower ?", True),
         ("Is it open?", "Is it not open?", False),
@@ -196,8 +195,12 @@ async def test_a_broken_store_is_a_miss_not_an_error() -> None:
         ("What happened in 1999?", "What happened in 2001?", False),
         ("Who is the CEO of Acme?", "Who is the CEO of Globex?", False),
         ('What does "fast mode" do?', 'What does "safe mode" do?', False),
-        ("Where is Paris?", "where is Paris?", True),
+        ("Where is Paris?", "where is paris", True),
+        ("Who is the president of TUMAS?", "Who is TUMAS's president?", True),
+        ("In what year did Tesla die?", "When did Tesla die?", True),
+        ("Wann begann die Eiszeit?", "Wer benannte die Eiszeit?", False),
+        ("¿Cuántos puntos anotó?", "¿Cuándo anotó puntos?", False),
     ],
 )
-def test_guard_features(a: str, b: str, same: bool) -> None:
-    assert (query_guards.features(a) == query_guards.features(b)) is same
+def test_guards(a: str, b: str, allowed: bool) -> None:
+    assert query_guards.allow(a, b) is allowed

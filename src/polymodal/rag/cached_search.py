@@ -17,7 +17,6 @@ from typing import Literal, Protocol
 
 from polymodal.domain.rag import Retrieval, Retriever
 from polymodal.observability.chatbot_metrics import ChatbotMetrics
-from polymodal.rag import query_guards
 from polymodal.rag.semantic_cache import Scope, SemanticCache
 
 CacheResult = Literal["hit", "miss", "guarded", "off", "stale"]
@@ -42,7 +41,7 @@ class KnowledgeBaseVersions(Protocol):
 class SearchOutcome:
     retrieval: Retrieval
     cache: CacheResult
-    similarity: float | None  # cosine to the cached query (hit) or best refused match
+    similarity: float | None  # cosine to the cached query (hits only)
     search_s: float  # time spent searching now (0 on a hit)
     saved_s: float  # on a hit: the original search time minus this lookup's time
     lookup_s: float  # embedding + lookup time of the cache
@@ -86,15 +85,14 @@ class CachedSearch:
         started = self._clock()
         vector = await embedder.embed_query(query, feature=feature)
         scope = Scope.of(tenant_id, kb_versions, top_k)
-        signature = query_guards.features(query).signature()
-        cached, match = await self.cache.get(scope, vector, signature)
+        cached, refused = await self.cache.get(scope, vector, query)
         lookup_s = self._clock() - started
         if cached is not None:
             saved = max(cached.search_s - lookup_s, 0.0)
             if self._metrics is not None:
                 self._metrics.lookup("hit", saved)
             return SearchOutcome(cached.retrieval, "hit", cached.similarity, 0.0, saved, lookup_s)
-        result: CacheResult = "guarded" if match.refused else "miss"
+        result: CacheResult = "guarded" if refused else "miss"
         outcome = await self._search(
             tenant_id,
             kb_ids,
@@ -102,7 +100,7 @@ class CachedSearch:
             top_k,
             feature,
             result,
-            match.similarity if match.refused else None,
+            None,
             lookup_s,
         )
         found = outcome.retrieval
@@ -110,7 +108,7 @@ class CachedSearch:
             # A KB changed between the version read and the search: do not file this
             # result under versions it does not belong to.
             return SearchOutcome(found, "stale", None, outcome.search_s, 0.0, lookup_s)
-        await self.cache.put(scope, vector, signature, found, outcome.search_s)
+        await self.cache.put(scope, vector, query, found, outcome.search_s)
         if self._metrics is not None:
             self._metrics.lookup(result)
         return outcome

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Words that negate, by language. Whole-word matches, case-folded.
@@ -48,6 +49,7 @@ _QUOTED = re.compile(
     r"\"([^\"]{1,80})\"|“([^”]{1,80})”|«\s*([^»]{1,80}?)\s*»|„([^“”]{1,80})[“”]"
     r"|「([^」]{1,80})」|『([^』]{1,80})』|'([^']{2,80})'"
 )
+_POSSESSIVE = re.compile(r"['’]s$")
 _SENTENCE_END = re.compile(r"[.!?。！？]\s*")
 
 # Capitalised words that open a question in the product's languages and are not names.
@@ -72,20 +74,79 @@ _OPENERS = frozenset(
 )
 
 
+# What a question asks for. Two questions of different kinds ("When did the ice age
+# begin?" / "Who named the ice age?") are different questions however close their
+# vectors; a question with no interrogative word is its own kind ("Tesla's birthplace").
+_QUESTION_KINDS: dict[str, tuple[str, ...]] = {
+    "when": (
+        "when", "what year", "which year", "what date", "what time", "wann", "welchem jahr",
+        "cuándo", "cuando", "qué año", "quand", "quelle année", "quando", "che anno",
+        "que ano", "wanneer", "kiedy", "когда", "ne zaman", "何时", "什么时候", "哪一年",
+        "哪年", "いつ", "何年", "متى",
+    ),
+    "who": (
+        "who", "whom", "whose", "wer", "wem", "wen", "wessen", "quién", "quien", "quiénes",
+        "qui", "chi", "quem", "wie is", "kto", "кто", "kim", "谁", "誰", "だれ", "من هو",
+        "من هي",
+    ),
+    "where": (
+        "where", "wo", "woher", "wohin", "dónde", "donde", "où", "dove", "onde", "waar",
+        "gdzie", "где", "nerede", "哪里", "哪儿", "どこ", "أين",
+    ),
+    "why": (
+        "why", "warum", "wieso", "weshalb", "por qué", "pourquoi", "perché", "por que",
+        "waarom", "dlaczego", "почему", "neden", "为什么", "なぜ", "لماذا",
+    ),
+    "quantity": (
+        "how many", "how much", "wie viele", "wie viel", "cuántos", "cuántas", "cuánto",
+        "cuánta", "combien", "quanti", "quante", "quanto", "quantos", "quantas", "hoeveel",
+        "ile", "сколько", "kaç", "多少", "几", "いくつ", "كم",
+    ),
+}  # fmt: skip
+_KIND_PATTERNS = {
+    kind: re.compile(
+        "|".join(
+            rf"(?<!\w){re.escape(w)}(?!\w)" if w.isascii() or " " in w else re.escape(w)
+            for w in words
+        )
+    )
+    for kind, words in _QUESTION_KINDS.items()
+}
+
+
 @dataclass(frozen=True, slots=True)
 class GuardFeatures:
-    """The features two queries must share for a cache hit."""
+    """What two queries must share for a cache hit: numbers, negations and question kind
+    exactly (``signature``), and each other's named entities (``entities_match``)."""
 
     numbers: tuple[str, ...]
     negations: int
+    question: tuple[str, ...]
     entities: tuple[str, ...]
 
     def signature(self) -> bytes:
-        """8 bytes that are equal exactly when the features are (stored next to vectors)."""
-        text = "|".join(
-            ("n=" + ",".join(self.numbers), f"neg={self.negations}", "e=" + ",".join(self.entities))
-        )
+        """8 bytes equal exactly when numbers, negations and question kind are (stored
+        next to each cached vector, so a lookup filters on it before any cosine)."""
+        text = "|".join((",".join(self.numbers), f"{self.negations}", ",".join(self.question)))
         return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+
+def question_kind(text: str) -> tuple[str, ...]:
+    folded = " ".join(text.casefold().split())
+    return tuple(kind for kind, pattern in _KIND_PATTERNS.items() if pattern.search(folded))
+
+
+def _contains(text: str, entity: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(entity)}(?!\w)", text) is not None
+
+
+def entities_match(
+    a_text: str, a_entities: Sequence[str], b_text: str, b_entities: Sequence[str]
+) -> bool:
+    """Every entity of each query occurs in the other (case-insensitively): a repeat typed
+    in lower case still matches, "Tesla" against "Edison" does not."""
+    fa, fb = " ".join(a_text.casefold().split()), " ".join(b_text.casefold().split())
+    return all(_contains(fb, e) for e in a_entities) and all(_contains(fa, e) for e in b_entities)
 
 
 def _norm_number(raw: str) -> str:
@@ -133,12 +194,23 @@ def entities(text: str) -> tuple[str, ...]:
         for i, m in enumerate(_WORD.finditer(sentence)):
             word = unicodedata.normalize("NFC", m.group())
             if _is_name(word, sentence_start=i == 0):
-                found.add(word.casefold())
+                found.add(_POSSESSIVE.sub("", word.casefold()))
     return tuple(sorted(found))
 
 
 def features(text: str) -> GuardFeatures:
-    return GuardFeatures(numbers=numbers(text), negations=negations(text), entities=entities(text))
+    return GuardFeatures(
+        numbers=numbers(text),
+        negations=negations(text),
+        question=question_kind(text),
+        entities=entities(text),
+    )
 
 
-NO_GUARD = GuardFeatures(numbers=(), negations=0, entities=())
+def allow(a: str, b: str) -> bool:
+    """The guards' verdict on two queries (what the cache applies to a vector match)."""
+    fa, fb = features(a), features(b)
+    return fa.signature() == fb.signature() and entities_match(a, fa.entities, b, fb.entities)
+
+
+NO_GUARD = GuardFeatures(numbers=(), negations=0, question=(), entities=())

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from polymodal.domain.rag import Hit, Retrieval
 from polymodal.observability.logging import get_logger
+from polymodal.rag import query_guards
 
 Vector = NDArray[np.float32]
 _ID_BYTES = 16
@@ -72,7 +73,7 @@ def _normalized(vector: Sequence[float] | Vector) -> Vector:
     return v / norm if norm > 0 else v
 
 
-def encode_retrieval(retrieval: Retrieval, search_s: float) -> bytes:
+def encode_retrieval(retrieval: Retrieval, search_s: float, query: str = "") -> bytes:
     hits = [
         {
             "kb_id": h.kb_id.hex,
@@ -90,10 +91,13 @@ def encode_retrieval(retrieval: Retrieval, search_s: float) -> bytes:
         for h in retrieval.hits
     ]
     versions = {k.hex: v for k, v in retrieval.kb_versions.items()}
-    return orjson.dumps({"hits": hits, "kb_versions": versions, "search_s": search_s})
+    # The query travels with its retrieval: the entity guard compares the two texts.
+    return orjson.dumps(
+        {"hits": hits, "kb_versions": versions, "search_s": search_s, "query": query}
+    )
 
 
-def decode_retrieval(raw: bytes) -> tuple[Retrieval, float]:
+def decode_retrieval(raw: bytes) -> tuple[Retrieval, float, str]:
     data: dict[str, Any] = orjson.loads(raw)
     hits = [
         Hit(
@@ -106,17 +110,21 @@ def decode_retrieval(raw: bytes) -> tuple[Retrieval, float]:
         for h in data["hits"]
     ]
     versions = {uuid.UUID(k): int(v) for k, v in data["kb_versions"].items()}
-    return Retrieval(hits=hits, kb_versions=versions, cached=True), float(data["search_s"])
+    retrieval = Retrieval(hits=hits, kb_versions=versions, cached=True)
+    return retrieval, float(data["search_s"]), str(data.get("query", ""))
+
+
+CANDIDATES = 4  # vector matches a lookup hands to the entity guard, best first
 
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """A lookup's outcome: the best guarded row (``index`` None: none met the threshold)
-    and whether a row met the threshold on cosine alone but the guard refused it."""
+    """A lookup's outcome: the guarded candidates at or above the threshold (row index,
+    cosine; best first), and whether any row met the threshold on cosine alone."""
 
-    index: int | None
-    similarity: float
-    refused: bool
+    candidates: tuple[tuple[int, float], ...]
+    near: bool
+    best: float = 0.0  # the highest cosine of any row (guards aside)
 
 
 def best_match(
@@ -125,24 +133,23 @@ def best_match(
     query: Vector,
     signature: bytes | None,
     threshold: float,
+    limit: int = CANDIDATES,
 ) -> Match:
-    """The most similar row at or above ``threshold`` whose signature equals
-    ``signature`` (``None``: guards off)."""
+    """Rows at or above ``threshold`` whose signature equals ``signature`` (``None``:
+    guards off), most similar first, at most ``limit``."""
     if matrix.shape[0] == 0:
-        return Match(None, 0.0, refused=False)
+        return Match((), near=False)
     sims = matrix @ query
-    near = bool(float(np.max(sims)) >= threshold)
+    best = float(np.max(sims))
     if signature is not None:
         mask = np.fromiter((s == signature for s in signatures), dtype=bool, count=len(signatures))
         sims = np.where(mask, sims, -2.0)
-    i = int(np.argmax(sims))
-    sim = float(sims[i])
-    if sim >= threshold:
-        return Match(i, sim, refused=False)
-    return Match(None, sim, refused=near)
+    order = np.argsort(-sims)[:limit]
+    found = tuple((int(i), float(sims[i])) for i in order if sims[i] >= threshold)
+    return Match(found, near=best >= threshold, best=best)
 
 
-MISS = Match(None, 0.0, refused=False)
+MISS = Match((), near=False)
 
 
 class VectorStore(Protocol):
@@ -152,8 +159,8 @@ class VectorStore(Protocol):
 
     async def lookup(
         self, scope: Scope, vector: Vector, signature: bytes | None, threshold: float
-    ) -> tuple[bytes | None, Match]:
-        """The payload of the best guarded match (None: a miss) and the match."""
+    ) -> tuple[list[tuple[bytes, float]], Match]:
+        """Payloads and cosines of the signature-matching candidates, best first."""
         ...
 
     async def add(self, scope: Scope, vector: Vector, signature: bytes, payload: bytes) -> None: ...
@@ -199,15 +206,13 @@ class MemoryVectorStore:
 
     async def lookup(
         self, scope: Scope, vector: Vector, signature: bytes | None, threshold: float
-    ) -> tuple[bytes | None, Match]:
+    ) -> tuple[list[tuple[bytes, float]], Match]:
         found = self._scope(scope)
         if found is None or not found.entries:
-            return None, MISS
+            return [], MISS
         ids, sigs, vectors = zip(*found.entries, strict=True)
         match = best_match(np.stack(vectors), sigs, vector, signature, threshold)
-        if match.index is None:
-            return None, match
-        return found.payloads[ids[match.index]], match
+        return [(found.payloads[ids[i]], sim) for i, sim in match.candidates], match
 
     async def add(self, scope: Scope, vector: Vector, signature: bytes, payload: bytes) -> None:
         key = scope.key()
@@ -256,25 +261,26 @@ class RedisVectorStore:
 
     async def lookup(
         self, scope: Scope, vector: Vector, signature: bytes | None, threshold: float
-    ) -> tuple[bytes | None, Match]:
+    ) -> tuple[list[tuple[bytes, float]], Match]:
         raw: list[bytes | str] = await self._client.lrange(self._vectors_key(scope), 0, -1)
-        rows = [r for r in raw if isinstance(r, bytes)]
         width = _ID_BYTES + _SIG_BYTES + vector.nbytes
-        rows = [r for r in rows if len(r) == width]  # another model's vectors: ignore
-        if not rows:
-            return None, MISS
-        blob = b"".join(rows)
-        table = np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), width)
+        rows = [r for r in raw if isinstance(r, bytes) and len(r) == width]
+        if not rows:  # (rows of another model's width are ignored)
+            return [], MISS
+        table = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), width)
         matrix = table[:, _ID_BYTES + _SIG_BYTES :].copy().view(np.float32)
         sigs = [r[_ID_BYTES : _ID_BYTES + _SIG_BYTES] for r in rows]
         match = best_match(matrix, sigs, vector, signature, threshold)
-        if match.index is None:
-            return None, match
-        entry = rows[match.index][:_ID_BYTES]
-        payload = await self._client.get(self._payload_key(scope, entry))
-        if payload is None:
-            return None, MISS  # trimmed or expired between the two reads
-        return payload if isinstance(payload, bytes) else payload.encode(), match
+        if not match.candidates:
+            return [], match
+        keys = [self._payload_key(scope, rows[i][:_ID_BYTES]) for i, _ in match.candidates]
+        payloads = await self._client.mget(keys)
+        found = [
+            (p if isinstance(p, bytes) else str(p).encode(), sim)
+            for p, (_, sim) in zip(payloads, match.candidates, strict=True)
+            if p is not None  # trimmed or expired between the two reads
+        ]
+        return found, match
 
     async def add(self, scope: Scope, vector: Vector, signature: bytes, payload: bytes) -> None:
         entry = uuid.uuid4().bytes
@@ -303,33 +309,42 @@ class SemanticCache:
         self.guards = guards
 
     async def get(
-        self, scope: Scope, vector: Sequence[float] | Vector, signature: bytes
-    ) -> tuple[Cached | None, Match]:
-        """The cached retrieval (None: a miss) and the match, whose ``refused`` says a
-        guard turned down a vector match."""
+        self, scope: Scope, vector: Sequence[float] | Vector, query: str
+    ) -> tuple[Cached | None, bool]:
+        """The cached retrieval for ``query`` (None: a miss), and whether a vector match
+        at or above the threshold was refused by a guard."""
+        mine = query_guards.features(query)
         try:
-            payload, match = await self.store.lookup(
-                scope, _normalized(vector), signature if self.guards else None, self.threshold
+            candidates, match = await self.store.lookup(
+                scope,
+                _normalized(vector),
+                mine.signature() if self.guards else None,
+                self.threshold,
             )
         except Exception as e:  # a broken cache is a miss, not an outage
             log.warning("semantic_cache_lookup_failed", store=self.store.name, error=repr(e))
-            return None, MISS
-        if payload is None:
-            return None, match
-        retrieval, search_s = decode_retrieval(payload)
-        return Cached(retrieval=retrieval, similarity=match.similarity, search_s=search_s), match
+            return None, False
+        for payload, similarity in candidates:
+            retrieval, search_s, cached_query = decode_retrieval(payload)
+            if self.guards and not query_guards.entities_match(
+                query, mine.entities, cached_query, query_guards.entities(cached_query)
+            ):
+                continue
+            return Cached(retrieval=retrieval, similarity=similarity, search_s=search_s), False
+        return None, match.near
 
     async def put(
         self,
         scope: Scope,
         vector: Sequence[float] | Vector,
-        signature: bytes,
+        query: str,
         retrieval: Retrieval,
         search_s: float,
     ) -> None:
+        signature = query_guards.features(query).signature()
         try:
             await self.store.add(
-                scope, _normalized(vector), signature, encode_retrieval(retrieval, search_s)
+                scope, _normalized(vector), signature, encode_retrieval(retrieval, search_s, query)
             )
         except Exception as e:
             log.warning("semantic_cache_store_failed", store=self.store.name, error=repr(e))
