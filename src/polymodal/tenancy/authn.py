@@ -45,6 +45,7 @@ class _Verified:
     session_key: str
     expires_at: float
     kid: str
+    subject: _Subject  # still the cached one, or the roles changed since
 
 
 def bearer(authorization: str | None) -> str:
@@ -126,9 +127,12 @@ class Authenticator:
                 raise Unauthenticated(
                     "The access token has expired; get a new one.", code="token_expired"
                 )
-            if self.tokens.ring.is_live(hit.kid):
+            if (
+                self.tokens.ring.is_live(hit.kid)
+                and self._subjects.get(hit.session_key) is hit.subject
+            ):
                 return hit.principal
-            self._verified.pop(token)  # its key was retired: verify again (and fail)
+            self._verified.pop(token)  # key retired or roles changed: verify again
         if self.external is not None and self._issuer_of(token) == self.external.issuer:
             return await self.external.verify(token)
         claims = await self.tokens.verify(token)
@@ -147,7 +151,8 @@ class Authenticator:
         ttl = min(self._ttl, claims.expires_at - time.time())
         if ttl > 0:
             kid = str(unverified_header(token).get("kid"))
-            self._verified.set(token, _Verified(principal, key, claims.expires_at, kid), ttl_s=ttl)
+            entry = _Verified(principal, key, claims.expires_at, kid, subject)
+            self._verified.set(token, entry, ttl_s=ttl)
         return principal
 
     @staticmethod
