@@ -20,7 +20,8 @@ async def audit_log(
     state: State,
     limit: Annotated[int, Query(ge=1, le=audit.MAX_PAGE)] = 50,
     before: Annotated[
-        int | None, Query(ge=1, description="Only events older than this seq (paging).")
+        int | None,
+        Query(ge=1, le=2**63 - 1, description="Only events older than this seq (paging)."),
     ] = None,
 ) -> JSONResponse:
     page = await audit.list_events(state.sessions, principal, before=before, limit=limit)

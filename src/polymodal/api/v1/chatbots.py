@@ -309,7 +309,7 @@ async def list_conversations(
     principal: CurrentPrincipal,
     state: State,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # past int64 the database fails
 ) -> JSONResponse:
     convs, total = await _service(state).store.list_conversations(
         principal, _id(chatbot_id, "chatbot"), limit=limit, offset=offset

@@ -280,7 +280,7 @@ async def list_templates(
     lang: Annotated[str | None, Query(max_length=16)] = None,
     q: Annotated[str | None, Query(max_length=200, description="Full-text search.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> JSONResponse:
     """Templates this tenant can use, localized (``lang`` or ``Accept-Language``)."""
     display = _display_lang(lang, accept_language)
