@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.db import chatbots as repo
+from polymodal.db import repositories
 from polymodal.db.models import utcnow
 from polymodal.db.models_chatbots import Chatbot, ChatMessage, Conversation
 from polymodal.db.scope import tenant_session
@@ -302,6 +303,14 @@ class ChatbotStore:
         async with tenant_session(self.sessions, tenant) as session, session.begin():
             if not await repo.delete_chatbot(session, tenant_id=tenant, chatbot_id=chatbot_id):
                 raise chatbot_not_found(chatbot_id)
+            await repositories.append_audit(
+                session,
+                tenant_id=tenant,
+                actor=f"user:{principal.user_id}",
+                action="chatbot.delete",
+                target=str(chatbot_id),
+                at=utcnow(),
+            )
 
     # --- conversations ------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.db import knowledge as repo
+from polymodal.db import repositories
 from polymodal.db.models import utcnow
 from polymodal.db.models_rag import IngestJob, KbDocument, KnowledgeBase
 from polymodal.db.scope import tenant_session
@@ -250,6 +251,15 @@ class KnowledgeService:
         await self._index.delete(collection, tenant_id=tenant_id, kb_id=kb_id)
         async with tenant_session(self._sessions, tenant_id) as s, s.begin():
             await repo.delete_kb(s, tenant_id=tenant_id, kb_id=kb_id)
+            await repositories.append_audit(
+                s,
+                tenant_id=tenant_id,
+                actor=f"user:{principal.user_id}",
+                action="kb.delete",
+                target=str(kb_id),
+                data={"name": kb.name, "documents": len(docs)},
+                at=utcnow(),
+            )
 
     # --- documents -----------------------------------------------------------------------------
 
@@ -413,6 +423,15 @@ class KnowledgeService:
         async with tenant_session(self._sessions, tenant_id) as s, s.begin():
             await repo.delete_document(s, tenant_id=tenant_id, doc_id=doc_id)
             await repo.bump_version(s, tenant_id=tenant_id, kb_id=kb_id)
+            await repositories.append_audit(
+                s,
+                tenant_id=tenant_id,
+                actor=f"user:{principal.user_id}",
+                action="document.delete",
+                target=str(doc_id),
+                data={"kb_id": str(kb_id)},
+                at=utcnow(),
+            )
 
     async def _drop_cached(
         self, tenant_id: uuid.UUID, kb: KnowledgeBase, doc_id: uuid.UUID, collection: str
