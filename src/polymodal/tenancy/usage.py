@@ -80,6 +80,7 @@ class _Unit:
     rows: list[UsageRecord] | None
     unspooled: list[UsageRecord] = field(default_factory=list)
     counted: bool = True  # in the metrics already (False for a dead process's segment)
+    torn_reported: bool = False  # its unreadable lines were counted once
 
 
 class UsageRecorder:
@@ -141,7 +142,7 @@ class UsageRecorder:
 
     @property
     def pending(self) -> int:
-        """Rows not yet in the database."""
+        """Rows not yet in the database (a segment parked on disk counts as one)."""
         held = sum(len(u.rows) if u.rows is not None else 1 for u in self._backlog)
         return len(self._pending) + held
 
@@ -242,7 +243,8 @@ class UsageRecorder:
                 rows.append(decode(line))
             except (ValueError, TypeError, KeyError):  # a torn last line after a power cut
                 corrupt += 1
-        if corrupt:
+        if corrupt and not unit.torn_reported:
+            unit.torn_reported = True
             self._drop("spool_corrupt", corrupt)
             log.warning("unreadable usage spool lines dropped", lines=corrupt)
         return rows + unit.unspooled
