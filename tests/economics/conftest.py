@@ -157,12 +157,14 @@ class Env:
         self.server.call(self.server.state.usage.flush())
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@pytest.fixture(scope="module", params=["whole", "stream"])
+def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Env]:
+    """Upstream calls whole, or streamed even for non-streaming requests (production's
+    default): both paths must reserve, settle and release alike."""
     tmp = tmp_path_factory.mktemp("economics")
     fake = FakeProvider(wire="openai", api_key=FAKE_KEY)
     fake.start()
-    settings = economics_settings(tmp, fake)
+    settings = economics_settings(tmp, fake, upstream_always_stream=request.param == "stream")
     asyncio.run(migrate(settings))
     try:
         with LiveServer(settings, ENVIRON) as server:

@@ -216,3 +216,36 @@ def test_budget_permissions_and_unknown_keys(env: Env) -> None:
         r = stranger.put(f"/keys/{t.key_id}/budget", json={"monthly_limit_usd": "1"})
         assert r.status_code == 404
         assert stranger.get(f"/keys/{t.key_id}/budget").status_code == 404
+
+
+def test_template_generation_is_metered_too(env: Env) -> None:
+    """Templates call models through the same gateway: budgets and limits apply."""
+    from polymodal.templates.catalog import builtin_catalog
+
+    template = "cease-and-desist-letter"
+    inputs = dict(builtin_catalog().entries[template].template.example)
+    t = env.tenant()
+    with env.client(t.owner_key) as owner:
+        assert (
+            owner.put(f"/keys/{t.key_id}/budget", json={"monthly_limit_usd": "0"}).status_code
+            == 200
+        )
+        assert (
+            owner.put(f"/keys/{t.other_key_id}/limits", json={"requests_per_minute": 1}).status_code
+            == 200
+        )
+    with env.client(t.key) as broke:
+        for stream in (False, True):
+            r = broke.post(
+                f"/templates/{template}/generate",
+                json={"inputs": inputs, "model": "fake-chat", "stream": stream},
+            )
+            assert r.status_code == 402, r.text
+            assert r.json()["error"]["code"] == "budget_exceeded"
+    with env.client(t.other_key) as limited:
+        body = {"inputs": inputs, "model": "fake-chat"}
+        first = limited.post(f"/templates/{template}/generate", json=body)
+        assert first.status_code != 429, first.text
+        second = limited.post(f"/templates/{template}/generate", json=body)
+        assert second.status_code == 429, second.text
+        assert second.headers["retry-after"]

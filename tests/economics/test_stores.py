@@ -164,3 +164,14 @@ async def test_an_abandoned_reservation_expires(backend: tuple[str, Any]) -> Non
     while not (await store.reserve([a], rid="next", amount=100, ttl_s=60)).ok:
         assert asyncio.get_running_loop().time() < deadline, f"{kind}: never expired"
         await asyncio.sleep(0.01)
+
+
+async def test_a_call_that_exactly_fills_its_bucket_is_admitted(backend: tuple[str, Any]) -> None:
+    """Filling a bucket to exactly one minute is allowed, whatever the float noise."""
+    _, make = backend
+    limiter = make("limiter")
+    for per_minute, cost in ((1, 1), (3, 3), (7, 7), (1000, 1000), (997, 997)):
+        for _ in range(5):
+            b = Bucket(name() + ":x", per_minute, cost)
+            assert (await limiter.acquire([b])).allowed, (per_minute, cost)
+            assert not (await limiter.acquire([Bucket(b.name, per_minute, 1)])).allowed

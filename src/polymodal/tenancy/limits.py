@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 PERIOD_S = 60.0
+_EPSILON_S = 1e-9  # a bucket filled to exactly one period is full, not over (float noise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ for i = 1, #KEYS do
   if tat < now then tat = now end
   local new = tat + interval * cost
   local over = new - now - period
-  if over > 0 then
+  if over > 1e-6 then  -- a bucket of exactly one period is full, not over (float noise)
     if allowed == 1 then refused = i end
     allowed = 0
     if over > retry then retry = over end
@@ -174,7 +175,7 @@ class MemoryLimiter:
         tats = [max(self._tat.get(b.name, now), now) for b in buckets]
         news = [tat + b.interval_s * b.cost for tat, b in zip(tats, buckets, strict=True)]
         overs = [new - now - PERIOD_S for new in news]
-        refused = next((i for i, over in enumerate(overs) if over > 0), None)
+        refused = next((i for i, over in enumerate(overs) if over > _EPSILON_S), None)
         if refused is not None:
             states = tuple(
                 BucketState(b.per_minute, tat - now) for b, tat in zip(buckets, tats, strict=True)
