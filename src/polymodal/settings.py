@@ -708,6 +708,24 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return v
 
+    @field_validator("plan_limits")
+    @classmethod
+    def _plan_limits(cls, v: dict[str, PlanLimitsSpec]) -> dict[str, PlanLimitsSpec]:
+        missing = [p for p in ("free", "pro", "enterprise") if p not in v]
+        if missing:
+            raise ValueError(
+                f"plan '{missing[0]}' is missing (tenants are on free, pro or enterprise)"
+            )
+        return v
+
+    @field_validator("budget_alert_thresholds")
+    @classmethod
+    def _alert_thresholds(cls, v: list[float]) -> list[float]:
+        for t in v:  # whole percents from 1 % to 200 %: the alert metric's label stays bounded
+            if not 0.01 <= t <= 2 or round(t * 100) != t * 100:
+                raise ValueError(f"{t} is not a whole percent between 0.01 and 2")
+        return sorted(set(v))
+
     @field_validator("storage_url")
     @classmethod
     def _storage_url(cls, v: str) -> str:
