@@ -25,6 +25,7 @@ from polymodal.identity_cli import jwt_app, user_password, user_status
 from polymodal.ledger_cli import audit_app, usage_app
 from polymodal.settings import Settings, SettingsError, load_settings, settings_markdown
 from polymodal.tenancy import admin as admin_service
+from polymodal.tenancy import economics_admin
 
 T = TypeVar("T")
 CLI_ACTOR = "cli"
@@ -224,6 +225,41 @@ def tenant_policy(
         lambda s: admin_service.set_routing_policy(s, tenant=name, policy=policy, actor=CLI_ACTOR),
     )
     typer.echo(json.dumps(saved, sort_keys=True))
+
+
+@tenant_app.command("limits")
+def tenant_limits(
+    name: str,
+    plan: Annotated[str | None, typer.Option(help="Move the tenant to this plan.")] = None,
+    rpm: Annotated[
+        int | None, typer.Option(min=1, help="Requests per minute (may exceed the plan).")
+    ] = None,
+    tpm: Annotated[
+        int | None, typer.Option(min=1, help="Tokens per minute (may exceed the plan).")
+    ] = None,
+    clear: Annotated[bool, typer.Option(help="Drop the overrides: plan defaults.")] = False,
+) -> None:
+    """Change a tenant's plan or rate limits (operator; tenants may only narrow theirs)."""
+    settings = _settings()
+    saved = _run(
+        settings,
+        lambda s: economics_admin.operator_set_limits(
+            s,
+            tenant=name,
+            plans=list(settings.plan_limits),
+            plan=plan,
+            requests_per_minute=rpm,
+            tokens_per_minute=tpm,
+            clear=clear,
+            actor=CLI_ACTOR,
+        ),
+    )
+    plan_name, requests, tokens = saved
+    typer.echo(
+        json.dumps(
+            {"plan": plan_name, "requests_per_minute": requests, "tokens_per_minute": tokens}
+        )
+    )
 
 
 @tenant_app.command("list")

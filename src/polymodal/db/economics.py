@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from polymodal.db.dialects import insert_ignoring, money_sum, money_value
@@ -19,6 +19,10 @@ from polymodal.db.models_economics import Budget, BudgetAlert, RateLimitOverride
 async def tenant_plan(session: AsyncSession, *, tenant_id: uuid.UUID) -> str | None:
     result = await session.execute(select(Tenant.plan).where(Tenant.id == tenant_id))
     return result.scalar_one_or_none()
+
+
+async def set_tenant_plan(session: AsyncSession, *, tenant_id: uuid.UUID, plan: str) -> None:
+    await session.execute(update(Tenant).where(Tenant.id == tenant_id).values(plan=plan))
 
 
 async def key_exists(session: AsyncSession, *, tenant_id: uuid.UUID, key_id: uuid.UUID) -> bool:

@@ -9,16 +9,19 @@ plan, is the operator's business (the plan is what the tenant pays for).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from polymodal.db import economics as db
-from polymodal.db import repositories
+from polymodal.db import repositories, system
 from polymodal.db.models_economics import TENANT_SUBJECT
-from polymodal.db.scope import tenant_session
+from polymodal.db.scope import system_session, tenant_session
 from polymodal.domain.economics import RateSnapshot, from_nano
-from polymodal.domain.errors import NotFound, PermissionDenied, ValidationFailed
+from polymodal.domain.errors import InvalidRequest, NotFound, PermissionDenied, ValidationFailed
 from polymodal.domain.principal import Principal
 from polymodal.tenancy.economics import (
     Economics,
@@ -183,6 +186,61 @@ async def set_limits(
         )
     econ.invalidate(tenant_id)
     return await limits_view(econ, principal=principal, key_id=key_id)
+
+
+async def operator_set_limits(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    tenant: str,
+    plans: Collection[str],
+    plan: str | None,
+    requests_per_minute: int | None,
+    tokens_per_minute: int | None,
+    clear: bool = False,
+    actor: str,
+) -> tuple[str, int | None, int | None]:
+    """The operator's version (``polymodal admin tenant limits``): change the plan and set
+    overrides above it. Running servers apply it within ``limits_cache_ttl_s``."""
+    if plan is not None and plan not in plans:
+        raise InvalidRequest(
+            f"plan: unknown plan '{plan}' (known: {', '.join(plans)})", code="unknown_plan"
+        )
+    for name, value in (
+        ("requests_per_minute", requests_per_minute),
+        ("tokens_per_minute", tokens_per_minute),
+    ):
+        if value is not None and value < 1:
+            raise InvalidRequest(f"{name}: must be 1 or more, not {value}", code="invalid_limit")
+    async with system_session(sessions) as session:
+        found = await system.find_tenant(session, ref=tenant)
+    if found is None:
+        raise NotFound(f"no tenant {tenant!r}", code="tenant_not_found")
+    async with tenant_session(sessions, found.id) as session, session.begin():
+        if plan is not None:
+            await db.set_tenant_plan(session, tenant_id=found.id, plan=plan)
+        if clear or requests_per_minute is not None or tokens_per_minute is not None:
+            await db.put_override(  # a dimension left out follows the plan
+                session,
+                tenant_id=found.id,
+                subject=TENANT_SUBJECT,
+                key_id=None,
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+            )
+        await repositories.append_audit(
+            session,
+            tenant_id=found.id,
+            actor=actor,
+            action="limits.operator_set",
+            target=TENANT_SUBJECT,
+            data={
+                "plan": plan,
+                "requests_per_minute": requests_per_minute,
+                "tokens_per_minute": tokens_per_minute,
+            },
+            at=datetime.now(UTC),
+        )
+    return plan or found.plan, requests_per_minute, tokens_per_minute
 
 
 # --- budgets -----------------------------------------------------------------------------
