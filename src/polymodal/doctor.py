@@ -13,6 +13,7 @@ import httpx
 
 from polymodal.cache import open_cache
 from polymodal.db import migrate as migrations
+from polymodal.db import rls_status
 from polymodal.db.engine import create_engine
 from polymodal.settings import Settings
 
@@ -55,6 +56,14 @@ async def _database(settings: Settings) -> str:
     return f"reachable, schema {state}"
 
 
+async def _isolation(settings: Settings) -> str:
+    engine = create_engine(settings)
+    try:
+        return await rls_status.describe(engine)
+    finally:
+        await engine.dispose()
+
+
 async def _cache(settings: Settings) -> str:
     cache = open_cache(settings)
     try:
@@ -80,6 +89,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         results.append(Check(concern, backend, status, detail))
 
     await add("database", profile["database"], _database(settings))
+    await add("isolation", "row-level security", _isolation(settings))
     await add("cache", profile["cache"], _cache(settings))
     jobs = _cache(settings) if settings.redis_url else _ok("in this process")
     await add("jobs", profile["jobs"], jobs)

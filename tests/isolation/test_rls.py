@@ -11,10 +11,12 @@ import uuid
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from polymodal.db import rls_status
+from polymodal.db.engine import create_engine, session_factory
 from polymodal.db.rls import POLICY
-from polymodal.db.scope import system_session, tenant_session
+from polymodal.db.scope import RlsRoleMissing, system_session, tenant_session
 from tests.isolation.conftest import IsoEnv, template_definition
 
 # Tables every deployment has from the foundation on; the enumeration below must find
@@ -208,3 +210,41 @@ async def test_a_system_session_leaves_the_role_only_for_its_transaction(iso: Is
             assert (await s.execute(text("SELECT current_user"))).scalar_one() != "polymodal_app"
         async with sessions() as s:
             assert (await s.execute(text("SELECT current_user"))).scalar_one() == "polymodal_app"
+
+
+async def test_doctor_says_whether_rls_holds(iso: IsoEnv) -> None:
+    def engine_for(**overrides: object) -> AsyncEngine:
+        return create_engine(iso.settings.model_copy(update=overrides))
+
+    checks = [
+        ({}, "RLS enforced"),
+        ({"database_rls_role": ""}, "unconfined"),
+    ]
+    for overrides, expected in checks:
+        engine = engine_for(**overrides)
+        try:
+            assert expected in await rls_status.describe(engine)
+        finally:
+            await engine.dispose()
+    engine = engine_for(database_rls_role="polymodal_no_such_role")
+    try:
+        with pytest.raises(rls_status.IsolationProblem, match="polymodal migrate"):
+            await rls_status.describe(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_missing_role_fails_closed(iso: IsoEnv) -> None:
+    """Restored without its roles, say: tenant sessions refuse rather than run as the
+    URL's (bypassing) user."""
+    engine = create_engine(iso.settings.model_copy(update={"database_rls_role": "pm_gone"}))
+    try:
+        sessions = session_factory(engine)
+        with pytest.raises(RlsRoleMissing, match="polymodal migrate"):
+            async with tenant_session(sessions, iso.a.id) as s:
+                await s.execute(text("SELECT 1"))
+        with pytest.raises(RlsRoleMissing):
+            async with sessions() as s:
+                await s.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
