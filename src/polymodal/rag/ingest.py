@@ -122,8 +122,16 @@ class Ingestor:
                 now,
                 None,
             )
+            try:
+                sections = [
+                    Section(str(x["text"]), x.get("page"), x.get("section")) for x in text.sections
+                ]
+            except (KeyError, TypeError):  # not something a retry can fix
+                message = "the document's stored text is unreadable; upload it again"
+                job.status, job.error, job.finished_at = "failed", message, now
+                doc.status, doc.error, doc.chunks = "failed", message, 0
+                return "failed", job, _NOTHING
             doc.status, doc.error, doc.updated_at = "processing", None, now
-            sections = [Section(x["text"], x.get("page"), x.get("section")) for x in text.sections]
             return None, job, _Work(sections, kb.embedding_model, kb.dimensions, doc.title)
 
     async def _progress(

@@ -41,12 +41,14 @@ class InProcessRunner:
         concurrency: int,
         lease_s: float,
         delay: Callable[[int], float] = retry_delay,
+        max_rounds: int = 10,
     ) -> None:
         self._ingestor = ingestor
         self._sessions = sessions
         self._slots = asyncio.Semaphore(concurrency)
         self._lease_s = lease_s
         self._delay = delay
+        self._max_rounds = max_rounds  # bounds a job that keeps crashing this process
         self._tasks: set[asyncio.Task[None]] = set()
         self._queued: set[uuid.UUID] = set()
 
@@ -83,7 +85,8 @@ class InProcessRunner:
                     except Exception:  # a bug in one job must not kill the runner
                         log.exception("ingestion job crashed", job_id=str(job_id))
                         outcome = "retry"
-                if outcome not in ("retry", "busy"):
+                if outcome not in ("retry", "busy") or attempt >= self._max_rounds:
+                    # Gave up: the row still says queued/running; the next start resumes it.
                     return
                 await asyncio.sleep(self._lease_s if outcome == "busy" else self._delay(attempt))
         finally:
