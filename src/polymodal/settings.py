@@ -255,6 +255,12 @@ class Settings(BaseSettings):
         description="A running ingestion job whose heartbeat is older than this is taken "
         "over (its worker died); it must exceed the time one embedding batch takes.",
     )
+    ingest_visibility_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Celery on Redis: a task not acknowledged this long after delivery "
+        "(its worker died) is delivered again. Must exceed the longest ingestion.",
+    )
     ingest_max_attempts: int = Field(
         default=3, ge=1, description="Attempts of one ingestion job before it is failed."
     )

@@ -51,10 +51,10 @@ def configure(celery: Celery, settings: Settings) -> Celery:
         task_routes={INGEST_TASK: {"queue": INGEST_QUEUE}},
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        # Longer than any ingestion can take, so Redis does not redeliver a running task
-        # (a dead worker's task comes back after this, and the job lease takes it over).
+        # Longer than any ingestion takes, so Redis does not redeliver a running task (a
+        # dead worker's task comes back after it, and the job's lease decides who runs).
         broker_transport_options={
-            "visibility_timeout": max(3600, int(settings.ingest_job_lease_s * 10)),
+            "visibility_timeout": settings.ingest_visibility_timeout_s,
             "global_keyprefix": settings.redis_key_prefix + "celery:",
         },
         worker_hijack_root_logger=False,
