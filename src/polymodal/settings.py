@@ -211,6 +211,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Socket timeout for Redis calls; a slow Redis degrades, never hangs.",
     )
+    redis_max_connections: int = Field(
+        default=256,
+        ge=1,
+        description="Redis connections per process; a burst beyond them waits up to "
+        "redis_timeout_s for a free one (rate limits and budgets make one or two calls per "
+        "request).",
+    )
     memory_cache_max_entries: int = Field(
         default=100_000,
         ge=1,

@@ -15,5 +15,6 @@ def open_cache(settings: Settings) -> Cache:
             settings.redis_url,
             prefix=settings.redis_key_prefix,
             timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
         )
     return MemoryCache(max_entries=settings.memory_cache_max_entries)

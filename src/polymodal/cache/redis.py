@@ -19,14 +19,21 @@ return v
 class RedisCache:
     name = "redis"
 
-    def __init__(self, url: str, *, prefix: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, *, prefix: str, timeout_s: float, max_connections: int = 256
+    ) -> None:
         self._prefix = prefix
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
+        # A blocking pool: a burst beyond max_connections waits (up to timeout_s) for a
+        # free connection instead of failing (redis-py's default pool raises at 100).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
         )
+        self.client: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._incr: Any = self.client.register_script(_INCR_WITH_TTL)
 
     def _k(self, key: str) -> str:
