@@ -80,6 +80,15 @@ def _is_fastapi_validation(response: dict[str, Any]) -> bool:
     return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
 
 
+def _streams(operation: dict[str, Any], schemas: dict[str, Any]) -> bool:
+    """An operation whose JSON body has ``stream: bool`` answers Server-Sent Events
+    when it is true."""
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    ref = body.get("schema", {}).get("$ref", "")
+    model = schemas.get(ref.rsplit("/", 1)[-1], {}) if ref else {}
+    return "stream" in model.get("properties", {})
+
+
 def document(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the error shape, the bearer scheme and each operation's error statuses."""
     components = schema.setdefault("components", {})
@@ -102,6 +111,9 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
                     responses[status] = _error(description)
             if not public:
                 operation.setdefault("security", [{BEARER: []}])
+            if _streams(operation, components.get("schemas", {})):
+                ok = responses.get("200", {}).setdefault("content", {})
+                ok.setdefault("text/event-stream", {"schema": {"type": "string"}})
     _drop_unused(components.get("schemas", {}), schema)
     return schema
 
