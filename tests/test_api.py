@@ -49,7 +49,7 @@ async def app(migrated_db: DatabaseTarget) -> AsyncIterator[FastAPI]:
     application = _with_probe_routes(
         create_app(migrated_db.settings(max_body_bytes=2048, access_log=True))
     )
-    async with LifespanManager(application) as manager:
+    async with LifespanManager(application, startup_timeout=60) as manager:
         yield manager.app  # type: ignore[misc]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -109,7 +110,7 @@ async def test_expired_key_is_rejected(sessions: async_sessionmaker[AsyncSession
 @pytest.fixture
 async def client(migrated_db: DatabaseTarget) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(migrated_db.settings(auth_cache_ttl_s=0))
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(app, startup_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             yield c
@@ -138,3 +139,37 @@ async def test_http_401_bodies_for_each_failure(
         assert r.status_code == 401, code
         assert r.json()["error"]["code"] == code
         assert r.json()["error"]["type"] == "authentication_error"
+
+
+async def test_concurrent_callers_share_one_key_lookup(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """When a busy key's cache entry expires, the callers that arrive together wait for
+    one database lookup instead of each making their own."""
+    issued = await _tenant_with_key(sessions)
+    now = [1000.0]
+    auth = KeyAuthenticator(sessions, cache_ttl_s=5, clock=lambda: now[0])
+    lookups: list[str] = []
+    real_load = auth._load
+
+    async def counting_load(prefix: str) -> object:
+        lookups.append(prefix)
+        return await real_load(prefix)
+
+    auth._load = counting_load  # type: ignore[method-assign,assignment]
+    for _round in range(2):  # a cold cache, then an expired entry
+        principals = await asyncio.gather(
+            *(auth.authenticate(f"Bearer {issued.secret}") for _ in range(32))
+        )
+        assert {p.key_id for p in principals} == {issued.id}
+        now[0] += 6  # past the TTL
+    assert len(lookups) == 2
+
+    # A caller cancelled while the lookup runs does not cancel it for the others.
+    now[0] += 6
+    first = asyncio.ensure_future(auth.authenticate(f"Bearer {issued.secret}"))
+    second = asyncio.ensure_future(auth.authenticate(f"Bearer {issued.secret}"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second).key_id == issued.id
+    assert len(lookups) == 3

@@ -23,7 +23,7 @@ async def test_readyz_follows_the_database() -> None:
     )
     app = create_app(settings)
     try:
-        async with LifespanManager(app) as manager:
+        async with LifespanManager(app, startup_timeout=60) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 r = await client.get("/readyz")
@@ -48,7 +48,7 @@ async def test_readyz_names_an_unreachable_redis(migrated_db: DatabaseTarget) ->
         redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout_s=0.5
     )
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(app, startup_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             r = await client.get("/readyz")
@@ -60,7 +60,7 @@ async def test_readyz_names_an_unreachable_redis(migrated_db: DatabaseTarget) ->
 
 async def test_readyz_with_a_live_redis(migrated_db: DatabaseTarget, redis_url: str) -> None:
     app = create_app(migrated_db.settings(redis_url=redis_url))
-    async with LifespanManager(app) as manager:
+    async with LifespanManager(app, startup_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             r = await client.get("/readyz")

@@ -5,6 +5,7 @@ round-trip on the hot path: a resolved key is cached per process for
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class KeyAuthenticator:
         self._sessions = sessions
         self._ttl = cache_ttl_s
         self._cache: TTLCache[_CachedKey] = TTLCache(max_entries=max_entries, clock=clock)
+        self._loading: dict[str, asyncio.Future[_CachedKey | None]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -57,11 +59,9 @@ class KeyAuthenticator:
             raise Unauthenticated("Invalid API key.", code="invalid_api_key")
         entry = self._cache.get(parts.prefix) if self._ttl > 0 else None
         if entry is None:
-            entry = await self._load(parts.prefix)
+            entry = await self._load_once(parts.prefix)
             if entry is None:
                 raise Unauthenticated("Invalid API key.", code="invalid_api_key")
-            if self._ttl > 0:
-                self._cache.set(parts.prefix, entry, ttl_s=self._ttl)
         if not secret_matches(parts.secret, entry.secret_hash):
             raise Unauthenticated("Invalid API key.", code="invalid_api_key")
         if entry.revoked:
@@ -73,6 +73,26 @@ class KeyAuthenticator:
     def forget(self, prefix: str) -> None:
         """Drop a cached key at once (this process only; others wait out the TTL)."""
         self._cache.pop(prefix)
+
+    async def _load_once(self, prefix: str) -> _CachedKey | None:
+        """One database lookup per key at a time: when a busy key's cache entry expires,
+        the requests that arrive meanwhile wait for that lookup instead of each making
+        their own (64 concurrent callers were 64 queries every TTL)."""
+        pending = self._loading.get(prefix)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(prefix))
+            self._loading[prefix] = pending
+            try:
+                entry = await asyncio.shield(pending)
+            finally:
+                if pending.done():
+                    self._loading.pop(prefix, None)
+                else:  # we were cancelled; the lookup finishes for the others
+                    pending.add_done_callback(lambda _: self._loading.pop(prefix, None))
+            if entry is not None and self._ttl > 0:
+                self._cache.set(prefix, entry, ttl_s=self._ttl)
+            return entry
+        return await asyncio.shield(pending)
 
     async def _load(self, prefix: str) -> _CachedKey | None:
         # The prefix names the tenant, so this one lookup precedes it (a system session).
