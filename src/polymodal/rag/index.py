@@ -63,8 +63,9 @@ class VectorIndex:
         self.local = url is None
         if url is not None:
             self._client = QdrantClient(url=url, timeout=int(max(timeout_s, 1)))
+        elif path is None:  # in memory: benchmarks and tests only
+            self._client = QdrantClient(location=":memory:")
         else:
-            assert path is not None
             path.mkdir(parents=True, exist_ok=True)
             self._client = QdrantClient(path=str(path))
         self._lock = threading.Lock() if self.local else None

@@ -1,0 +1,219 @@
+"""Ingestion throughput and search latency of knowledge bases on this CPU.
+
+    nice .venv/bin/python bench/rag_latency.py [--sizes 10000,100000] [--searches 200]
+
+1. Ingestion throughput (chunks/s) through the real service (upload -> job -> chunk ->
+   embed with the local multilingual-e5-small through the gateway -> Qdrant): once cold
+   (every chunk embedded) and once warm (embeddings cached: the pipeline without the
+   model).
+2. Search latency, excluding the query embedding, at 10k and 100k chunks in one tenant
+   (plus a second tenant of the same size in the same collection, so the tenant filter
+   has something to filter): the hybrid query as the retriever sends it (dense + BM25
+   candidates in one Qdrant round trip, then reciprocal rank fusion), p50/p95/p99.
+   Chunks get synthetic text (for BM25) and random unit vectors: latency does not depend
+   on what the vectors mean. Embedded profile: Qdrant local mode (brute force in Python).
+
+Target (issue 6): p95 <= 50 ms at 100k chunks on the embedded profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rag_common import Stack, load_average, table, write_result
+
+from polymodal.rag.bm25 import Bm25
+from polymodal.rag.index import ChunkPoint, VectorIndex, collection_name
+from polymodal.rag.search import rrf
+
+WORDS = [
+    "harbour",
+    "glacier",
+    "survey",
+    "ledger",
+    "invoice",
+    "tariff",
+    "protein",
+    "enzyme",
+    "orbit",
+    "comet",
+    "violin",
+    "sonata",
+    "tenant",
+    "policy",
+    "budget",
+    "failover",
+    "router",
+    "token",
+    "cache",
+    "vector",
+    "index",
+    "query",
+    "latency",
+    "archive",
+    "river",
+    "delta",
+    "basin",
+    "summit",
+    "forest",
+    "canopy",
+    "lichen",
+    "mineral",
+    "quartz",
+    "basalt",
+    "magma",
+    "crater",
+    "reactor",
+    "turbine",
+    "voltage",
+    "circuit",
+    "sensor",
+    "signal",
+    "packet",
+    "socket",
+    "kernel",
+    "thread",
+    "mutex",
+]
+
+
+def synthetic_text(rng: random.Random, n_words: int = 180) -> str:
+    return " ".join(rng.choice(WORDS) + str(rng.randint(0, 400)) for _ in range(n_words))
+
+
+async def ingest_throughput(tmp: Path, docs: int) -> dict[str, Any]:
+    rng = random.Random(7)
+    texts = ["\n\n".join(synthetic_text(rng, 120) for _ in range(4)) for _ in range(docs)]
+    out: dict[str, Any] = {}
+    async with Stack(tmp / "ingest", cache=None) as stack:
+        p = await stack.tenant("ingest")
+        # The same texts twice in one tenant: the second KB finds every embedding cached.
+        for label in ("cold", "warm"):
+            kb = await stack.service.create_kb(p, name=f"throughput-{label}")
+            started = time.perf_counter()
+            for i, text in enumerate(texts):
+                await stack.service.add_upload(
+                    p, kb.id, filename=f"{i}.txt", content_type=None, data=text.encode()
+                )
+            await stack.runner.drain()
+            elapsed = time.perf_counter() - started
+            chunks = sum(d.chunks for d in await stack.service.list_documents(p, kb.id))
+            out[label] = {
+                "documents": docs,
+                "chunks": chunks,
+                "seconds": round(elapsed, 2),
+                "chunks_per_s": round(chunks / elapsed, 2),
+            }
+    return out
+
+
+async def fill(
+    index: VectorIndex, coll: str, tenant: uuid.UUID, kb: uuid.UUID, n: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+    bm25 = Bm25()
+    batch: list[ChunkPoint] = []
+    for i in range(n):
+        v = nprng.standard_normal(384).astype(np.float32)
+        v /= np.linalg.norm(v)
+        text = synthetic_text(rng, 60)
+        doc = uuid.UUID(int=seed * 10_000_000 + i // 4)
+        batch.append(
+            ChunkPoint(tenant, kb, doc, i % 4, v.tolist(), bm25.document(text), {"text": ""})
+        )
+        if len(batch) == 1000:
+            await index.upsert(coll, 384, batch)
+            batch = []
+    if batch:
+        await index.upsert(coll, 384, batch)
+
+
+async def search_latency(tmp: Path, size: int, searches: int) -> dict[str, Any]:
+    # In memory: the same local-mode search code as the on-disk folder, without the
+    # minutes of per-point persistence a 200k-point fill would take.
+    index = VectorIndex(url=None, path=None)
+    coll = collection_name("bench", 384)
+    tenant, other, kb = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    t0 = time.perf_counter()
+    await fill(index, coll, tenant, kb, size, seed=1)
+    await fill(index, coll, other, uuid.uuid4(), size, seed=2)
+    fill_s = time.perf_counter() - t0
+    rng = random.Random(3)
+    nprng = np.random.default_rng(3)
+    bm25 = Bm25()
+    timings: list[float] = []
+    for _ in range(searches):
+        q = nprng.standard_normal(384).astype(np.float32)
+        q /= np.linalg.norm(q)
+        sparse = bm25.query(
+            " ".join(rng.choice(WORDS) + str(rng.randint(0, 400)) for _ in range(5))
+        )
+        dense = q.tolist()
+        started = time.perf_counter()
+        d, s = await index.search(
+            coll, tenant_id=tenant, kb_ids=[kb], dense=dense, sparse=sparse, limit=50
+        )
+        fused = rrf([d, s], 60)[:8]
+        timings.append((time.perf_counter() - started) * 1000)
+        assert fused and all(m.payload["tenant_id"] == str(tenant) for m in d)
+    index.close()
+    timings.sort()
+    return {
+        "chunks_in_tenant": size,
+        "chunks_in_collection": 2 * size,
+        "searches": searches,
+        "fill_s": round(fill_s, 1),
+        "p50_ms": round(statistics.median(timings), 2),
+        "p95_ms": round(timings[int(0.95 * (len(timings) - 1))], 2),
+        "p99_ms": round(timings[int(0.99 * (len(timings) - 1))], 2),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    result: dict[str, Any] = {"benchmark": "rag-latency", "load_average_start": load_average()}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if args.ingest_docs:
+            result["ingest"] = await ingest_throughput(tmp, args.ingest_docs)
+            write_result(args.out, result)
+        result["search"] = []
+        for size in (int(x) for x in args.sizes.split(",")):
+            n = args.searches if size <= 10_000 else args.searches_large
+            result["search"].append(await search_latency(tmp, size, n))
+            result["load_average_end"] = load_average()
+            write_result(args.out, result)
+    if "ingest" in result:
+        rows = [
+            [k, v["chunks"], v["seconds"], v["chunks_per_s"]] for k, v in result["ingest"].items()
+        ]
+        print(table(rows, ["ingest (embedding cache)", "chunks", "seconds", "chunks/s"]))
+    rows = [
+        [r["chunks_in_tenant"], r["p50_ms"], r["p95_ms"], r["p99_ms"]] for r in result["search"]
+    ]
+    print(table(rows, ["chunks in tenant", "p50 ms", "p95 ms", "p99 ms"]))
+    print(f"load {result['load_average_start']} -> {result.get('load_average_end')}")
+    print("written", write_result(args.out, result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--searches", type=int, default=200)
+    ap.add_argument("--searches-large", type=int, default=30, help="searches above 10k chunks")
+    ap.add_argument("--ingest-docs", type=int, default=20)
+    ap.add_argument("--out", default="rag_latency")
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
