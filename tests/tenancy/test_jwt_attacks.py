@@ -122,6 +122,7 @@ def test_token_of_a_disabled_or_deleted_user(ident: IdEnv) -> None:
         assert _status(ident, token) == (200, "")
         ident.server.call(grants.set_user_status(email=email, status=status))
         assert _status(ident, token) == (401, f"user_{status}")
+        assert _status(ident, t.members[role].key) == (401, f"user_{status}")  # API keys too
         refused = ident.login(email, expect=403).json()["error"]
         assert refused["code"] == f"user_{status}" and status in refused["message"]
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.cache.memory import TTLCache
 from polymodal.db import repositories, system
+from polymodal.db.models import User
 from polymodal.db.scope import system_session, tenant_session
 from polymodal.domain.errors import Unauthenticated
 from polymodal.domain.principal import Principal, Role
@@ -27,6 +28,7 @@ class _CachedKey:
     principal: Principal
     expires_at: datetime | None
     revoked: bool
+    owner_status: str = "active"  # the key's user: active | disabled | locked | deleted
 
 
 class KeyAuthenticator:
@@ -68,11 +70,20 @@ class KeyAuthenticator:
             raise Unauthenticated("This API key has been revoked.", code="revoked_api_key")
         if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
             raise Unauthenticated("This API key has expired.", code="expired_api_key")
+        if entry.owner_status != "active":
+            raise Unauthenticated(
+                f"The user of this API key is {entry.owner_status}.",
+                code=f"user_{entry.owner_status}",
+            )
         return entry.principal
 
     def forget(self, prefix: str) -> None:
         """Drop a cached key at once (this process only; others wait out the TTL)."""
         self._cache.pop(prefix)
+
+    def clear(self) -> None:
+        """Drop every cached key (an operator changed a user's status)."""
+        self._cache.clear()
 
     async def _load_once(self, prefix: str) -> _CachedKey | None:
         """One database lookup per key at a time: when a busy key's cache entry expires,
@@ -104,6 +115,7 @@ class KeyAuthenticator:
             roles = await repositories.roles_of(
                 session, tenant_id=key.tenant_id, user_id=key.user_id
             )
+            owner = await session.get(User, key.user_id)
         principal = Principal(
             tenant_id=key.tenant_id,
             user_id=key.user_id,
@@ -116,6 +128,7 @@ class KeyAuthenticator:
             principal=principal,
             expires_at=key.expires_at,
             revoked=key.revoked_at is not None,
+            owner_status=owner.status if owner is not None else "deleted",
         )
 
 

@@ -113,6 +113,7 @@ class Authenticator:
         """An operator changed a person's status: reload every session's state."""
         self._subjects.clear()
         self._verified.clear()
+        self.keys.clear()
 
     def forget_subject(self, kind: str, session_id: uuid.UUID) -> None:
         """Roles or status changed: reload them on the next request."""
