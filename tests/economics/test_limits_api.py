@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -42,8 +43,17 @@ def test_every_answer_carries_the_rate_limit_headers(env: Env) -> None:
     assert first.headers["x-ratelimit-reset-requests"].endswith(("ms", "s"))
 
 
+def rejections(env: Env, kind: str) -> float:
+    text = httpx.get(env.server.base_url + "/metrics").text
+    prefix = f'polymodal_rate_limit_rejections_total{{kind="{kind}",plan="free"}}'
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
 def test_past_the_limit_is_429_with_retry_after_and_headers(env: Env) -> None:
     t = env.tenant("free")
+    counted = rejections(env, "requests")
     with env.client(t.owner_key) as owner:
         r = owner.put("/limits", json={"requests_per_minute": 3})
         assert r.status_code == 200, r.text
@@ -62,6 +72,7 @@ def test_past_the_limit_is_429_with_retry_after_and_headers(env: Env) -> None:
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert refused.headers["x-ratelimit-limit-requests"] == "3"
     assert len(env.fake.requests) == before + 3  # the refused call reached no provider
+    assert rejections(env, "requests") == counted + 1
 
 
 def test_the_openai_sdk_sees_a_rate_limit_error(env: Env) -> None:
