@@ -197,14 +197,18 @@ def params_of(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
 
-@pytest.fixture(scope="module")
-def a_ids(iso: IsoEnv) -> Ids:
+def make_objects(env: IsoEnv) -> Ids:
     """One object of tenant A per path parameter (created in dependency order)."""
     ids: Ids = {}
     for name, make in FACTORIES.items():
         if name not in ids:
-            ids[name] = make(iso, ids)
+            ids[name] = make(env, ids)
     return ids
+
+
+@pytest.fixture(scope="module")
+def a_ids(iso: IsoEnv) -> Ids:
+    return make_objects(iso)
 
 
 def _send(client: httpx.Client, method: str, path: str, case: Case, ids: Ids) -> httpx.Response:
