@@ -231,8 +231,15 @@ class Gateway:
             # at its first-byte deadline instead of at the whole-answer timeout.
             stream = await self._open(ctx, request, plan, trace, ticket)
             acc = Accumulator()
-            async for chunk in stream:
-                acc.feed(chunk)
+            try:
+                async for chunk in stream:
+                    acc.feed(chunk)
+            finally:
+                # Close it here, not at garbage collection: a cancelled call then records
+                # and settles what it used before ``chat`` releases the rest.
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()
             return acc.completion(), routed
         try:
             result, d = await self.executor.complete(
