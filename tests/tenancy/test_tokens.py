@@ -3,9 +3,14 @@ reuse detection; revocation; the JWKS verifies our tokens with an independent cl
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import jwt
+from sqlalchemy import select
 
+from polymodal.db.models import AuditEvent
+from polymodal.db.scope import system_session
 from tests.tenancy.conftest import IdEnv
 
 
@@ -14,6 +19,19 @@ def _refresh(ident: IdEnv, token: str) -> httpx.Response:
         return c.post(
             "/v1/auth/token", data={"grant_type": "refresh_token", "refresh_token": token}
         )
+
+
+def _actions(ident: IdEnv, tenant_id: str) -> list[str]:
+    async def rows() -> list[str]:
+        async with system_session(ident.server.state.sessions) as s:
+            found = await s.execute(
+                select(AuditEvent.action)
+                .where(AuditEvent.tenant_id == uuid.UUID(tenant_id))
+                .order_by(AuditEvent.id)
+            )
+            return list(found.scalars())
+
+    return ident.server.call(rows())
 
 
 def _me(ident: IdEnv, token: str) -> httpx.Response:
@@ -149,6 +167,7 @@ def test_client_credentials_for_a_service_account(ident: IdEnv) -> None:
         wrong = c.post("/v1/auth/token", data={**form, "client_secret": "nope"})
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_client"
     token = granted.json()["access_token"]
+    assert _actions(ident, t.id).count("auth.client_credentials") == 2
     me = _me(ident, token).json()
     assert me["tenant_id"] == t.id and me["roles"] == ["developer"]
     assert me["scopes"] == ["keys:read", "models:use"]

@@ -21,8 +21,10 @@ class Role(StrEnum):
 class Principal:
     """An authenticated caller inside one tenant.
 
-    ``key_id`` is set for API-key callers; token callers (JWT, a later issue) leave it
-    ``None`` and may carry a ``token_id``. ``scopes`` empty means "all the roles allow".
+    ``key_id`` is set for API-key callers; token callers (JWT) leave it ``None`` and carry
+    the token's ``token_id`` (its ``jti``). For a service account ``user_id`` is the
+    service account's id; for an external OIDC caller it is derived from the issuer and
+    ``sub``. ``scopes`` empty means "all the roles allow".
     """
 
     tenant_id: uuid.UUID

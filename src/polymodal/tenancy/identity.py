@@ -247,6 +247,16 @@ class IdentityService:
             raise PermissionDenied(
                 "scope: beyond the service account's own scopes.", code="invalid_scope"
             )
+        async with tenant_session(self._sessions, account.tenant_id) as session, session.begin():
+            await repositories.append_audit(
+                session,
+                tenant_id=account.tenant_id,
+                actor=f"service:{account.id}",
+                action="auth.client_credentials",
+                target=str(account.id),
+                data={"client_id": client_id, "scope": " ".join(scopes)},
+                at=self._clock(),
+            )
         access = await self._tokens.issue(
             tenant_id=account.tenant_id,
             subject=account.id,
