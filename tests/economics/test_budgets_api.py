@@ -5,6 +5,7 @@ what it used, a soft budget records each alert threshold once, bad input is name
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -249,3 +250,27 @@ def test_template_generation_is_metered_too(env: Env) -> None:
         second = limited.post(f"/templates/{template}/generate", json=body)
         assert second.status_code == 429, second.text
         assert second.headers["retry-after"]
+
+
+def test_a_client_that_hangs_up_mid_stream_pays_for_what_it_got(env: Env) -> None:
+    t = env.tenant()
+    with env.client(t.owner_key) as owner:
+        assert owner.put("/budgets", json={"monthly_limit_usd": "5"}).status_code == 200
+    env.fake.set_default_reply(" ".join(["fox"] * 300))  # 20 s at 100 ms a chunk
+    env.fake.set_faults(chunk_delay_ms=100)
+    body = {**chat_body(max_tokens=200, text="Tell me a long story about ten red foxes")}
+    with (
+        env.client(t.key) as c,
+        c.stream("POST", "/chat/completions", json={**body, "stream": True}) as s,
+    ):
+        lines = s.iter_lines()
+        got = [next(lines) for _ in range(3)]  # a few chunks, then hang up
+    assert any(line.startswith("data: ") for line in got)
+    deadline = time.monotonic() + 10
+    with env.client(t.owner_key) as owner:
+        while Decimal(str((view := budget(owner))["reserved_usd"])) != 0:
+            assert time.monotonic() < deadline, "the hung-up stream never settled"
+            time.sleep(0.05)
+    spent = usd(view["spent_usd"])
+    # It paid for the prompt and the few chunks streamed before it left, not for 200.
+    assert 0 < spent < (20 * PRICE_IN + 50 * PRICE_OUT) / MTOK
