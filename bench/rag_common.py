@@ -115,10 +115,11 @@ class Stack:
             registry=wiring.health(s),
             metrics=None,
         )
-        self.rag = runtime.build(s, sessions=self.sessions, gateway=self.gateway, cache=self.cache)
+        models = wiring.gateway_embeddings(self.gateway)
+        self.rag = runtime.build(s, sessions=self.sessions, models=models, cache=self.cache)
         self.runner = runtime.runner(s, self.rag, self.sessions)
         self.service = runtime.service(
-            s, self.rag, sessions=self.sessions, gateway=self.gateway, queue=self.runner
+            s, self.rag, sessions=self.sessions, models=models, queue=self.runner
         )
         return self
 

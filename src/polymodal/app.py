@@ -124,10 +124,11 @@ def create_app(
                 catalog=template_catalog, sessions=sessions, metrics=template_metrics
             ),
         )
+        embeddings = factory.gateway_embeddings(gateway)
         rag = rag_runtime.build(
             settings,
             sessions=sessions,
-            gateway=gateway,
+            models=embeddings,
             cache=rag_runtime.embedding_store(settings, cache),
         )
         ingest_runner = None
@@ -138,7 +139,7 @@ def create_app(
         else:
             ingest_queue = ingest_runner = rag_runtime.runner(settings, rag, sessions)
         app.state.polymodal.knowledge = rag_runtime.service(
-            settings, rag, sessions=sessions, gateway=gateway, queue=ingest_queue
+            settings, rag, sessions=sessions, models=embeddings, queue=ingest_queue
         )
         if ingest_runner is not None:
             await ingest_runner.start()  # resumes jobs a previous process left unfinished

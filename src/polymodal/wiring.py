@@ -4,6 +4,7 @@ usage recorder, built from settings (used by the app factory and the CLI)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,6 +15,7 @@ from polymodal.cache.redis import RedisCache
 from polymodal.db import repositories
 from polymodal.db.scope import tenant_session
 from polymodal.domain.catalog import Deployment
+from polymodal.domain.chat import EmbeddingRequest
 from polymodal.domain.principal import Principal
 from polymodal.gateway import language
 from polymodal.gateway.catalog import Catalog, build_catalog
@@ -22,7 +24,7 @@ from polymodal.gateway.executor import Executor, RetryBudget
 from polymodal.gateway.health import HealthPolicy, HealthRegistry, LoopLag
 from polymodal.gateway.planner import Planner
 from polymodal.gateway.routing import TIERS, RouteTable, TenantPolicy
-from polymodal.gateway.service import Gateway
+from polymodal.gateway.service import CallContext, Gateway
 from polymodal.gateway.tokens import count_tokens
 from polymodal.observability.economics import EconomicsMetrics
 from polymodal.observability.metrics import GatewayMetrics, UsageMetrics
@@ -241,3 +243,34 @@ def gateway(
         estimate_output_tokens=settings.estimate_output_tokens,
     )
     return gw, recorder
+
+
+class GatewayEmbeddings:
+    """The gateway as knowledge bases see it (`polymodal.rag.embedding.EmbeddingModels`):
+    services do not import each other, so the composition root joins them here."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def resolve(self, name: str) -> Deployment:
+        return self._gateway.catalog.resolve(name, kind="embeddings")
+
+    async def embed(
+        self,
+        *,
+        principal: Principal,
+        feature: str,
+        model: str,
+        texts: list[str],
+        kind: Literal["query", "document"],
+        rate_limited: bool,
+    ) -> list[list[float]]:
+        result, _d = await self._gateway.embed(
+            CallContext(principal, feature, rate_limited=rate_limited),
+            EmbeddingRequest(model=model, inputs=texts, input_type=kind),
+        )
+        return result.vectors
+
+
+def gateway_embeddings(gateway: Gateway) -> GatewayEmbeddings:
+    return GatewayEmbeddings(gateway)

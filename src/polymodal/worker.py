@@ -97,7 +97,7 @@ def _build(settings: Settings) -> _Runtime:
         stack = runtime.build(
             settings,
             sessions=sessions,
-            gateway=gateway,
+            models=wiring.gateway_embeddings(gateway),
             cache=runtime.embedding_store(settings, cache),
         )
         return stack, usage

@@ -69,11 +69,10 @@ async def build_rag(settings: Settings) -> Rag:
         registry=wiring.health(settings),
         metrics=None,
     )
-    stack = runtime.build(settings, sessions=sessions, gateway=gateway)
+    models = wiring.gateway_embeddings(gateway)
+    stack = runtime.build(settings, sessions=sessions, models=models)
     runner = runtime.runner(settings, stack, sessions)
-    service = runtime.service(
-        settings, stack, sessions=sessions, gateway=gateway, queue=runner
-    )
+    service = runtime.service(settings, stack, sessions=sessions, models=models, queue=runner)
     rag = Rag(settings, sessions, gateway, usage, stack, runner, service)
     rag._engine = engine  # type: ignore[attr-defined]
     rag._http = http  # type: ignore[attr-defined]

@@ -137,9 +137,10 @@ async def test_celery_workers_ingest_resume_after_kill_and_ignore_duplicates(
         metrics=None,
     )
     api_side = settings.model_copy(update={"qdrant_path": tmp_path / "qdrant-api"})
-    stack = runtime.build(api_side, sessions=sessions, gateway=gateway)
+    models = wiring.gateway_embeddings(gateway)
+    stack = runtime.build(api_side, sessions=sessions, models=models)
     queue = CeleryQueue(settings)
-    service = runtime.service(settings, stack, sessions=sessions, gateway=gateway, queue=queue)
+    service = runtime.service(settings, stack, sessions=sessions, models=models, queue=queue)
     workers = Workers(settings, tmp_path)
 
     async def job_of(doc_id: uuid.UUID) -> IngestJob | None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from polymodal import wiring
 from polymodal.db import knowledge as repo
 from polymodal.db.scope import tenant_session
 from polymodal.domain.errors import Unavailable
@@ -53,7 +54,7 @@ class Scripted(Embedder):
 def ingestor(rag: Rag, embedder: Embedder, **config: object) -> Ingestor:
     return Ingestor(
         sessions=rag.sessions,
-        catalog=rag.gateway.catalog,
+        models=wiring.gateway_embeddings(rag.gateway),
         embedder=embedder,
         index=rag.stack.index,
         bm25=rag.stack.retriever._bm25,

@@ -1,5 +1,7 @@
 """Embeddings for knowledge bases: through the gateway (failover, usage rows and cost
-under the feature ``kb:<id>``), batched, behind a cache.
+under the feature ``kb:<id>``), batched, behind a cache. The gateway is reached through
+the `EmbeddingModels` protocol (services do not import each other; the app wires the
+gateway in, see `polymodal.wiring.gateway_embeddings`).
 
 The cache key is ``emb:<tenant>:<deployment>:<kind>:<sha256(text)>`` and the value the
 vector as float32 bytes: Redis with a 48 h TTL in production, an in-process LRU on the
@@ -15,12 +17,11 @@ import hashlib
 import uuid
 from array import array
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 from polymodal.cache.base import Cache
-from polymodal.domain.chat import EmbeddingRequest
+from polymodal.domain.catalog import Deployment
 from polymodal.domain.principal import Principal, Role
-from polymodal.gateway.service import CallContext, Gateway
 from polymodal.tenancy.rbac import Permission
 
 Kind = Literal["query", "document"]
@@ -60,6 +61,25 @@ class EmbeddingCache:
 NOBODY = uuid.UUID(int=0)
 
 
+class EmbeddingModels(Protocol):
+    """The gateway, as knowledge bases use it."""
+
+    def resolve(self, name: str) -> Deployment:
+        """The embeddings deployment ``name`` (404 naming it when there is none)."""
+        ...
+
+    async def embed(
+        self,
+        *,
+        principal: Principal,
+        feature: str,
+        model: str,
+        texts: list[str],
+        kind: Kind,
+        rate_limited: bool,
+    ) -> list[list[float]]: ...
+
+
 def acting_for(tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> Principal:
     """Who the embedding calls of a knowledge-base operation run as: the tenant (and the
     user who asked, for the usage ledger), allowed model use only. The operation itself
@@ -75,8 +95,8 @@ def acting_for(tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> Principal:
 class Embedder:
     """Embed texts for one knowledge base, cache first, the rest in batches."""
 
-    def __init__(self, gateway: Gateway, cache: EmbeddingCache, *, batch_size: int) -> None:
-        self._gateway = gateway
+    def __init__(self, models: EmbeddingModels, cache: EmbeddingCache, *, batch_size: int) -> None:
+        self._models = models
         self._cache = cache
         self._batch = batch_size
 
@@ -85,11 +105,14 @@ class Embedder:
     ) -> list[list[float]]:
         # Ingestion was admitted when the document was accepted: its batches are exempt
         # from per-minute rate limits (never from budgets). Queries are not.
-        result, _d = await self._gateway.embed(
-            CallContext(principal, feature, rate_limited=kind == "query"),
-            EmbeddingRequest(model=model, inputs=texts, input_type=kind),
+        return await self._models.embed(
+            principal=principal,
+            feature=feature,
+            model=model,
+            texts=texts,
+            kind=kind,
+            rate_limited=kind == "query",
         )
-        return result.vectors
 
     async def embed(
         self,

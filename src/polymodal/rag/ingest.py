@@ -30,12 +30,11 @@ from polymodal.db.models import utcnow
 from polymodal.db.models_rag import IngestJob
 from polymodal.db.scope import tenant_session
 from polymodal.domain.errors import InvalidRequest, PolymodalError, ProviderError
-from polymodal.gateway.catalog import Catalog
 from polymodal.observability.logging import get_logger
 from polymodal.rag import tokenizers
 from polymodal.rag.bm25 import Bm25
 from polymodal.rag.chunking import Chunk, chunk_sections
-from polymodal.rag.embedding import Embedder, acting_for
+from polymodal.rag.embedding import Embedder, EmbeddingModels, acting_for
 from polymodal.rag.index import ChunkPoint, VectorIndex, collection_name
 from polymodal.rag.parsers import Section
 
@@ -82,14 +81,14 @@ class Ingestor:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
-        catalog: Catalog,
+        models: EmbeddingModels,
         embedder: Embedder,
         index: VectorIndex,
         bm25: Bm25,
         config: IngestConfig,
     ) -> None:
         self._sessions = sessions
-        self._catalog = catalog
+        self._models = models
         self._embedder = embedder
         self._index = index
         self._bm25 = bm25
@@ -163,7 +162,7 @@ class Ingestor:
         return await self._finish(job, len(chunks), collection)
 
     async def _chunk(self, model: str, sections: list[Section]) -> list[Chunk]:
-        d = self._catalog.resolve(model, kind="embeddings")
+        d = self._models.resolve(model)
         tok = tokenizers.for_deployment(d)
         size = chunk_limit(self._config, tok, d.context_window)
         return await asyncio.to_thread(

@@ -9,10 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.cache.base import Cache
 from polymodal.cache.memory import MemoryCache
-from polymodal.gateway.service import Gateway
 from polymodal.rag import fetch as fetching
 from polymodal.rag.bm25 import Bm25
-from polymodal.rag.embedding import Embedder, EmbeddingCache
+from polymodal.rag.embedding import Embedder, EmbeddingCache, EmbeddingModels
 from polymodal.rag.index import VectorIndex
 from polymodal.rag.ingest import IngestConfig, Ingestor
 from polymodal.rag.jobs import InProcessRunner, JobQueue
@@ -53,7 +52,7 @@ def build(
     settings: Settings,
     *,
     sessions: async_sessionmaker[AsyncSession],
-    gateway: Gateway,
+    models: EmbeddingModels,
     cache: Cache | None = None,
     index: VectorIndex | None = None,
 ) -> RagStack:
@@ -62,12 +61,12 @@ def build(
     if cache is None:
         cache = MemoryCache(max_entries=settings.embedding_cache_entries)
     embed_cache = EmbeddingCache(cache, ttl_s=settings.embedding_cache_ttl_s)
-    embedder = Embedder(gateway, embed_cache, batch_size=settings.embedding_batch_size)
+    embedder = Embedder(models, embed_cache, batch_size=settings.embedding_batch_size)
     index = index or open_index(settings)
     bm25 = Bm25(k1=settings.bm25_k1, b=settings.bm25_b, avg_len=settings.bm25_avg_chunk_tokens)
     ingestor = Ingestor(
         sessions=sessions,
-        catalog=gateway.catalog,
+        models=models,
         embedder=embedder,
         index=index,
         bm25=bm25,
@@ -115,13 +114,13 @@ def service(
     stack: RagStack,
     *,
     sessions: async_sessionmaker[AsyncSession],
-    gateway: Gateway,
+    models: EmbeddingModels,
     queue: JobQueue,
     lookup: fetching.Lookup = fetching.system_lookup,
 ) -> KnowledgeService:
     return KnowledgeService(
         sessions=sessions,
-        catalog=gateway.catalog,
+        models=models,
         index=stack.index,
         cache=stack.cache,
         retriever=stack.retriever,

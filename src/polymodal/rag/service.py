@@ -27,11 +27,10 @@ from polymodal.db.scope import tenant_session
 from polymodal.domain.errors import Conflict, InvalidRequest, NotFound
 from polymodal.domain.principal import Principal
 from polymodal.domain.rag import Retrieval
-from polymodal.gateway.catalog import Catalog
 from polymodal.observability.logging import get_logger
 from polymodal.rag import fetch as fetching
 from polymodal.rag import parsers
-from polymodal.rag.embedding import EmbeddingCache, cache_key
+from polymodal.rag.embedding import EmbeddingCache, EmbeddingModels, cache_key
 from polymodal.rag.errors import DocumentTooLarge, DuplicateDocument
 from polymodal.rag.index import VectorIndex, collection_name
 from polymodal.rag.jobs import JobQueue
@@ -124,7 +123,7 @@ class KnowledgeService:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
-        catalog: Catalog,
+        models: EmbeddingModels,
         index: VectorIndex,
         cache: EmbeddingCache,
         retriever: HybridRetriever,
@@ -136,7 +135,7 @@ class KnowledgeService:
         lookup: fetching.Lookup = fetching.system_lookup,
     ) -> None:
         self._sessions = sessions
-        self._catalog = catalog
+        self._models = models
         self._index = index
         self._cache = cache
         self.retriever = retriever
@@ -180,7 +179,7 @@ class KnowledgeService:
     ) -> KbInfo:
         require(principal, Permission.KB_WRITE)
         model = embedding_model or self._default_model
-        d = self._catalog.resolve(model, kind="embeddings")
+        d = self._models.resolve(model)
         if not d.dimensions:
             raise InvalidRequest(f"embedding_model: '{d.id}' does not declare its dimensions.")
         tenant_id = principal.tenant_id
