@@ -7,16 +7,19 @@ the server's, so the only thing keeping tenant B's rows out is the database itse
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from polymodal.db import migrate as migrations
 from polymodal.db import rls_status
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.db.rls import POLICY
 from polymodal.db.scope import RlsRoleMissing, system_session, tenant_session
+from tests.conftest import PG_URL, DatabaseTarget, need_service
 from tests.isolation.conftest import IsoEnv, template_definition
 
 # Tables every deployment has from the foundation on; the enumeration below must find
@@ -248,3 +251,40 @@ async def test_a_missing_role_fails_closed(iso: IsoEnv) -> None:
                 await s.execute(text("SELECT 1"))
     finally:
         await engine.dispose()
+
+
+async def test_first_migration_creates_the_role_and_confines_the_same_engine(
+    tmp_path: Path,
+) -> None:
+    """A fresh cluster: the role does not exist when the engine's first connection opens;
+    after `upgrade` every session of that same engine runs as the new role."""
+    need_service("PostgreSQL", PG_URL, 5432)
+    role = f"pm_fresh_{uuid.uuid4().hex[:8]}"
+    target = DatabaseTarget("postgres", tmp_path)
+    await target.create()
+    engine = create_engine(target.settings(database_rls_role=role))
+    try:
+        await migrations.upgrade(engine)
+        sessions = session_factory(engine)
+        async with tenant_session(sessions, uuid.uuid4()) as s:
+            who = (await s.execute(text("SELECT current_user"))).scalar_one()
+            seen = (await s.execute(text("SELECT count(*) FROM tenants"))).scalar_one()
+        assert (who, seen) == (role, 0)
+        async with system_session(sessions) as s:
+            flags = (
+                await s.execute(
+                    text(
+                        "SELECT rolsuper, rolbypassrls, rolcanlogin FROM pg_roles "
+                        "WHERE rolname = :r"
+                    ),
+                    {"r": role},
+                )
+            ).one()
+        assert tuple(flags) == (False, False, False)
+    finally:
+        await engine.dispose()
+        await target.drop()
+        admin_engine = create_engine(target.settings(database_rls_role=""))
+        async with admin_engine.begin() as conn:
+            await conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        await admin_engine.dispose()
