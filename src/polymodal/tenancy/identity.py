@@ -28,7 +28,7 @@ from polymodal.domain.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
-    PolymodalError,
+    RateLimitExceeded,
     Unauthenticated,
     ValidationFailed,
 )
@@ -41,16 +41,6 @@ from polymodal.tenancy.tokens import SERVICE, USER, TokenService
 
 REFRESH_PREFIX = "pmr_"
 USER_STATUSES = ("active", "disabled", "locked", "deleted")
-
-
-class TooManyAttempts(PolymodalError):
-    status = 429
-    type = "rate_limit_error"
-    code = "too_many_failed_logins"
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +98,10 @@ class IdentityService:
         counter = "login-failures:" + _hash(f"{email}|{client}")
         failures = await self._cache.get(counter)
         if failures is not None and int(failures) >= self._max_failures:
-            raise TooManyAttempts(
+            raise RateLimitExceeded(
                 f"Too many failed logins for {email} from this address; try again later.",
                 retry_after=self._window,
+                code="too_many_failed_logins",
             )
         async with system_session(self._sessions) as session:
             user = await repositories.find_user_by_email(session, email=email)
