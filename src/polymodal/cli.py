@@ -232,10 +232,12 @@ def tenant_limits(
     name: str,
     plan: Annotated[str | None, typer.Option(help="Move the tenant to this plan.")] = None,
     rpm: Annotated[
-        int | None, typer.Option(min=1, help="Requests per minute (may exceed the plan).")
+        int | None,
+        typer.Option(min=1, max=2**31 - 1, help="Requests per minute (may exceed the plan)."),
     ] = None,
     tpm: Annotated[
-        int | None, typer.Option(min=1, help="Tokens per minute (may exceed the plan).")
+        int | None,
+        typer.Option(min=1, max=2**31 - 1, help="Tokens per minute (may exceed the plan)."),
     ] = None,
     clear: Annotated[bool, typer.Option(help="Drop the overrides: plan defaults.")] = False,
 ) -> None:

@@ -174,6 +174,7 @@ def test_a_key_limit_binds_that_key_only(env: Env) -> None:
         ({"plan": "enterprise"}, 403, "plan"),
         ({"requests_per_minute": 10_000}, 422, "requests_per_minute"),
         ({"per_minute": 5}, 422, "per_minute"),
+        ({"tokens_per_minute": 2**31}, 422, "tokens_per_minute"),
     ],
 )
 def test_bad_limits_are_refused_by_name(

@@ -35,6 +35,7 @@ from polymodal.tenancy.rbac import Permission, require
 
 MODES = ("hard", "soft")
 MAX_THRESHOLDS = 5
+MAX_RATE = 2**31 - 1  # rate_limit_overrides columns are 32-bit integers
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +210,10 @@ async def operator_set_limits(
         ("requests_per_minute", requests_per_minute),
         ("tokens_per_minute", tokens_per_minute),
     ):
-        if value is not None and value < 1:
-            raise InvalidRequest(f"{name}: must be 1 or more, not {value}", code="invalid_limit")
+        if value is not None and not 1 <= value <= MAX_RATE:
+            raise InvalidRequest(
+                f"{name}: must be between 1 and {MAX_RATE}, not {value}", code="invalid_limit"
+            )
     async with system_session(sessions) as session:
         found = await system.find_tenant(session, ref=tenant)
     if found is None:

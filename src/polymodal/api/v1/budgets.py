@@ -56,18 +56,24 @@ class LimitsIn(BaseModel):
         default=None, max_length=32, description="Must name the tenant's current plan."
     )
     requests_per_minute: int | None = Field(
-        default=None, ge=1, description="Override of the plan's default; null restores it."
+        default=None,
+        ge=1,
+        le=service.MAX_RATE,
+        description="Override of the plan's default; null restores it.",
     )
     tokens_per_minute: int | None = Field(
-        default=None, ge=1, description="Override of the plan's default; null restores it."
+        default=None,
+        ge=1,
+        le=service.MAX_RATE,
+        description="Override of the plan's default; null restores it.",
     )
 
 
 class KeyLimitsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=service.MAX_RATE)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=service.MAX_RATE)
 
 
 def _budget(view: service.BudgetView) -> JSONResponse:
