@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from polymodal import __version__
 from polymodal import wiring as factory
-from polymodal.api import health
+from polymodal.api import db_errors, health
 from polymodal.api.body import install_schemas
 from polymodal.api.errors import install_error_handlers
 from polymodal.api.middleware import HotRoutes, RequestContextMiddleware
@@ -180,6 +180,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
+    db_errors.install(app)
     install_schemas(app)
     # Added first, so it runs inside the request-context middleware (ids, metrics, logs).
     app.add_middleware(HotRoutes, routes=openai_compat.hot_routes(), handlers=app)

@@ -44,3 +44,13 @@ def test_out_of_range_integers_are_refused_not_crashed(sec: IsoEnv) -> None:
                 if r.status_code >= 500:
                     crashed.append(f"{method} {path} {param['name']}={value}: {r.status_code}")
     assert not crashed, "\n".join(crashed)
+
+
+def test_text_the_database_cannot_store_is_a_400(sec: IsoEnv) -> None:
+    """PostgreSQL refuses NUL in text; schemathesis found it as a 500 on key names."""
+    with sec.client(sec.a.owner_key) as c:
+        r = c.post("/v1/keys", json={"name": "bad\u0000name"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_character"
+        names = [k["name"] for k in c.get("/v1/keys").json()["data"]]
+    assert not any("bad" in n for n in names)  # nothing half-written
