@@ -64,6 +64,21 @@ def deployments(fake: FakeProvider) -> list[dict[str, Any]]:
     ]
 
 
+def economics_overrides(fake: FakeProvider) -> dict[str, Any]:
+    """Everything but the database: the fake deployments, routes and plans."""
+    route = ["fake-chat"]
+    return {
+        "deployments": deployments(fake),
+        "shipped_catalog": False,
+        "default_model": "fake-chat",
+        "default_embedding_model": "fake-embed",
+        "routes": {"simple": route, "complex": route, "critical": route},
+        "plan_limits": PLANS,
+        "usage_flush_interval_s": 0.2,
+        "upstream_always_stream": False,
+    }
+
+
 def economics_settings(tmp: Path, fake: FakeProvider, **overrides: Any) -> Settings:
     route = ["fake-chat"]
     values: dict[str, Any] = {
