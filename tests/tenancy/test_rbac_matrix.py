@@ -89,6 +89,7 @@ ROUTES: dict[tuple[str, str], Permission | str] = {
     ("GET", "/v1/keys/{key_id}/limits"): P.BUDGETS_READ,
     ("PUT", "/v1/keys/{key_id}/limits"): P.LIMITS_WRITE,
     ("GET", "/v1/usage/costs"): P.USAGE_READ,
+    ("GET", "/v1/usage/events"): P.USAGE_READ,
     ("GET", "/v1/usage/active-users"): P.USAGE_READ,
     ("GET", "/v1/usage/concentration"): P.USAGE_READ,
     ("GET", "/v1/audit"): P.AUDIT_READ,
@@ -404,6 +405,7 @@ def _send(ident: IdEnv, token: str | None, call: Call) -> httpx.Response:
         )
 
 
+@pytest.mark.timeout(900)  # ~400 real requests; minutes on a loaded 2-core machine
 def test_role_by_endpoint_matrix(ident: IdEnv) -> None:
     tenant = ident.tenant(ROLES)
     tokens = {role: ident.token(m.email) for role, m in tenant.members.items()}
