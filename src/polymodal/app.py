@@ -150,6 +150,7 @@ def create_app(
             retriever=rag.retriever,
             count_tokens=count_tokens,
             metrics=chatbot_metrics,
+            query_embedder=rag.embedder,  # the semantic cache shares the KB embedding cache
         )
         get_logger("polymodal").info("started", version=__version__, **settings.profile())
         try:

@@ -45,6 +45,7 @@ class SearchOutcome:
     search_s: float  # time spent searching now (0 on a hit)
     saved_s: float  # on a hit: the original search time minus this lookup's time
     lookup_s: float  # embedding + lookup time of the cache
+    matched_query: str | None = None  # hits: the cached query that served (diagnostics)
 
 
 class CachedSearch:
@@ -91,7 +92,9 @@ class CachedSearch:
             saved = max(cached.search_s - lookup_s, 0.0)
             if self._metrics is not None:
                 self._metrics.lookup("hit", saved)
-            return SearchOutcome(cached.retrieval, "hit", cached.similarity, 0.0, saved, lookup_s)
+            return SearchOutcome(
+                cached.retrieval, "hit", cached.similarity, 0.0, saved, lookup_s, cached.query
+            )
         result: CacheResult = "guarded" if refused else "miss"
         outcome = await self._search(
             tenant_id,

@@ -28,6 +28,7 @@ from polymodal.rag.answer import ChatbotCaller, Source
 from polymodal.rag.cached_search import CachedSearch, SearchOutcome
 from polymodal.rag.chatbots import ChatbotStore, ChatbotView, conversation_not_found
 from polymodal.rag.conversations import Turn
+from polymodal.rag.embedding import Embedder
 from polymodal.tenancy.rbac import Permission, require
 
 R = TypeVar("R")
@@ -108,6 +109,28 @@ class StreamedAnswer(Generic[R]):
     prepared: Prepared
 
 
+@dataclass(frozen=True, slots=True)
+class SharedQueryEmbedder:
+    """The cache's query embedding through the knowledge bases' embedding cache (keyed by
+    tenant, model, kind and text): a repeated question is not embedded again, and on a
+    miss the retriever finds the same query vector already cached (when the KB uses the
+    same model), so the semantic cache adds no second embedding."""
+
+    embedder: Embedder
+    principal: Principal
+    model: str
+
+    async def embed_query(self, text: str, *, feature: str) -> list[float]:
+        vectors = await self.embedder.embed(
+            principal=self.principal,
+            feature=feature,
+            model=self.model,
+            texts=[text],
+            kind="query",
+        )
+        return vectors[0]
+
+
 class ChatbotReplies:
     def __init__(
         self,
@@ -117,9 +140,13 @@ class ChatbotReplies:
         count_tokens: Callable[[str], int],
         settings: ReplySettings,
         metrics: ChatbotMetrics | None = None,
+        query_embedder: Embedder | None = None,
+        query_model: str = "local-e5-small",
     ) -> None:
         self.store = store
         self.search = search
+        self.query_embedder = query_embedder
+        self.query_model = query_model
         self._count = count_tokens
         self._settings = settings
         self.metrics = metrics
@@ -241,7 +268,9 @@ class ChatbotReplies:
             query=text,
             top_k=bot.top_k,
             feature=bot.feature,
-            embedder=caller,
+            embedder=caller
+            if self.query_embedder is None
+            else SharedQueryEmbedder(self.query_embedder, principal, self.query_model),
             kb_versions=versions,
         )
         hits = answer.relevant(outcome.retrieval.hits, bot.relevance_threshold)[: bot.top_k]

@@ -15,6 +15,7 @@ from polymodal.observability.chatbot_metrics import ChatbotMetrics
 from polymodal.rag.cached_search import CachedSearch
 from polymodal.rag.chatbot_reply import ChatbotReplies, ReplySettings
 from polymodal.rag.chatbots import ChatbotStore
+from polymodal.rag.embedding import Embedder
 from polymodal.rag.semantic_cache import (
     MemoryVectorStore,
     RedisVectorStore,
@@ -50,8 +51,11 @@ def build_chatbots(
     retriever: Retriever | None,
     count_tokens: Callable[[str], int],
     metrics: ChatbotMetrics | None,
+    query_embedder: Embedder | None = None,
 ) -> ChatbotReplies:
-    """``retriever`` None: chatbots can be configured, but answering is a clear 503."""
+    """``retriever`` None: chatbots can be configured, but answering is a clear 503.
+    ``query_embedder``: the knowledge bases' cached embedder, shared with the semantic
+    cache (None: the cache embeds through the gateway directly, uncached)."""
     store = ChatbotStore(
         sessions=sessions,
         default_top_k=settings.chatbot_top_k,
@@ -75,4 +79,6 @@ def build_chatbots(
             max_message_chars=settings.chatbot_max_message_chars,
         ),
         metrics=metrics,
+        query_embedder=query_embedder,
+        query_model=settings.semantic_cache_embedding_model,
     )

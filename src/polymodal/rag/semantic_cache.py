@@ -65,6 +65,7 @@ class Cached:
     retrieval: Retrieval
     similarity: float
     search_s: float  # how long the original search took (what this hit saved)
+    query: str = ""  # the cached query that served this one (diagnostics; never logged)
 
 
 def _normalized(vector: Sequence[float] | Vector) -> Vector:
@@ -330,7 +331,8 @@ class SemanticCache:
                 query, mine.entities, cached_query, query_guards.entities(cached_query)
             ):
                 continue
-            return Cached(retrieval=retrieval, similarity=similarity, search_s=search_s), False
+            hit = Cached(retrieval, similarity, search_s, cached_query)
+            return hit, False
         return None, match.near
 
     async def put(
