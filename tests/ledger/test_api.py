@@ -187,6 +187,18 @@ def test_csv_export_streams_a_header_and_rows_and_is_audited(lenv: LedgerEnv) ->
     assert {e["target"] for e in exports} >= {"user", "deployment"}
 
 
+def test_raw_events_stream_as_csv(lenv: LedgerEnv) -> None:
+    rows = lenv.rows()
+    with lenv.client("dev@l.test") as c:
+        r = c.get("/usage/events")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(r.text)))
+    assert {t["event_id"] for t in table} == {str(e.event_id) for e in rows}
+    assert sum(Decimal(t["cost_usd"]) for t in table) == sum((e.cost for e in rows), Decimal(0))
+    with lenv.client("view@l.test") as c:
+        assert c.get("/usage/events").status_code == 403
+
+
 def test_active_users_and_concentration(lenv: LedgerEnv) -> None:
     rows = lenv.rows()
     per_user: dict[uuid.UUID | None, Decimal] = {}

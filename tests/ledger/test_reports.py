@@ -192,3 +192,25 @@ async def test_reports_need_usage_read_and_valid_input(
         reports.period("yesterday", None)
     with pytest.raises(InvalidRequest, match="before"):
         reports.period("2026-10-02", "2026-10-01")
+
+
+async def test_raw_events_export_streams_every_row_of_the_period(
+    sessions: async_sessionmaker[AsyncSession], october: Tenant
+) -> None:
+    from polymodal.db import repositories
+    from polymodal.db.scope import tenant_session
+
+    service = UsageReports(sessions)
+    lines = [line async for line in await service.export_events(october.principal(), span=OCTOBER)]
+    table = list(csv.DictReader(io.StringIO("".join(lines))))
+    assert list(table[0]) == list(reports.EVENT_COLUMNS)
+    assert len(table) == 6  # October only, this tenant only
+    assert sum(Decimal(r["cost_usd"]) for r in table) == Decimal("7.0500000007")
+    assert [r["created_at"][:10] for r in table] == sorted(r["created_at"][:10] for r in table)
+    assert {r["user_id"] for r in table} == {str(U1), str(U2), str(U3), ""}
+    assert all(r["event_id"] for r in table)
+    async with tenant_session(sessions, october.id) as s:
+        newest = (await repositories.list_audit(s, tenant_id=october.id))[0]
+    assert (newest.action, newest.target) == ("usage.export", "events")
+    with pytest.raises(PermissionDenied):
+        await service.export_events(october.principal(Role.VIEWER), span=OCTOBER)

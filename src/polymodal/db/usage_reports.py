@@ -4,6 +4,7 @@ function; sums of money are exact on both backends (db/dialects.money_sum)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -93,3 +94,27 @@ async def cost_per_user(
         (uid, int(n), money_value(session, raw))
         for uid, n, raw in (await session.execute(stmt)).all()
     ]
+
+
+async def stream_events(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    chunk: int = 1000,
+) -> AsyncIterator[UsageEvent]:
+    """Every ledger row in ``[start, end)``, oldest first, read in chunks from a server-side
+    cursor (the caller holds the transaction open while it iterates)."""
+    result = await session.stream_scalars(
+        select(UsageEvent)
+        .where(
+            UsageEvent.tenant_id == tenant_id,
+            UsageEvent.created_at >= start,
+            UsageEvent.created_at < end,
+        )
+        .order_by(UsageEvent.created_at, UsageEvent.id)
+        .execution_options(yield_per=chunk)
+    )
+    async for row in result:
+        yield row

@@ -8,7 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -163,6 +164,63 @@ class UsageReports:
     ) -> Iterator[str]:
         """The cost report as CSV lines (header first). An export is audited."""
         report = await self.costs(principal, group_by=group_by, span=span)
+        await self._audit_export(principal, group_by, span, rows=len(report.rows))
+        return csv_lines(report)
+
+    async def export_events(self, principal: Principal, *, span: Period) -> AsyncIterator[str]:
+        """Every ledger row in the period as CSV lines (header first), streamed from the
+        database. The export is audited before the first line is produced."""
+        require(principal, Permission.USAGE_READ)
+        await self._audit_export(principal, "events", span, rows=None)
+        return self._event_lines(principal.tenant_id, span)
+
+    async def _event_lines(self, tenant_id: uuid.UUID, span: Period) -> AsyncIterator[str]:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+
+        def line(values: Sequence[object]) -> str:
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow(values)
+            return buf.getvalue()
+
+        yield line(EVENT_COLUMNS)
+        async with tenant_session(self._sessions, tenant_id) as session, session.begin():
+            async for e in usage_reports.stream_events(
+                session, tenant_id=tenant_id, start=span.start, end=span.end
+            ):
+                yield line(
+                    (
+                        e.created_at.isoformat(),
+                        e.event_id or "",
+                        _cell(e.request_id),
+                        e.user_id or "",
+                        e.key_id or "",
+                        _cell(e.feature),
+                        e.kind,
+                        e.deployment,
+                        e.provider,
+                        e.model,
+                        e.tier or "",
+                        e.task or "",
+                        e.status,
+                        int(e.stream),
+                        int(e.cache_hit),
+                        e.attempts,
+                        e.tokens_in,
+                        e.tokens_out,
+                        str(e.cost),
+                        round(e.latency_ms, 3),
+                        "" if e.ttfb_ms is None else round(e.ttfb_ms, 3),
+                    )
+                )
+
+    async def _audit_export(
+        self, principal: Principal, what: str, span: Period, *, rows: int | None
+    ) -> None:
+        data: dict[str, object] = {"from": span.start.isoformat(), "to": span.end.isoformat()}
+        if rows is not None:
+            data["rows"] = rows
         async with (
             tenant_session(self._sessions, principal.tenant_id) as session,
             session.begin(),
@@ -172,15 +230,10 @@ class UsageReports:
                 tenant_id=principal.tenant_id,
                 actor=f"user:{principal.user_id}",
                 action="usage.export",
-                target=group_by,
-                data={
-                    "from": span.start.isoformat(),
-                    "to": span.end.isoformat(),
-                    "rows": len(report.rows),
-                },
+                target=what,
+                data=data,
                 at=datetime.now(UTC),
             )
-        return csv_lines(report)
 
     async def _user_costs(self, principal: Principal, span: Period) -> list[UserCost]:
         require(principal, Permission.USAGE_READ)
@@ -215,6 +268,29 @@ class UsageReports:
 
 
 CSV_HEADER = ("requests", "tokens_in", "tokens_out", "cost_usd")
+EVENT_COLUMNS = (
+    "created_at",
+    "event_id",
+    "request_id",
+    "user_id",
+    "key_id",
+    "feature",
+    "kind",
+    "deployment",
+    "provider",
+    "model",
+    "tier",
+    "task",
+    "status",
+    "stream",
+    "cache_hit",
+    "attempts",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "latency_ms",
+    "ttfb_ms",
+)
 
 
 def csv_lines(report: CostReport) -> Iterator[str]:

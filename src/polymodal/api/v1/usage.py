@@ -1,6 +1,6 @@
-"""Usage and cost reports: `GET /v1/usage/costs` (JSON or streamed CSV),
-`/v1/usage/active-users`, `/v1/usage/concentration`. Thin: the service checks the
-`usage:read` permission and does the arithmetic."""
+"""Usage and cost reports: `GET /v1/usage/costs` (JSON or streamed CSV), `/v1/usage/events`
+(the raw ledger as streamed CSV), `/v1/usage/active-users`, `/v1/usage/concentration`.
+Thin: the service checks the `usage:read` permission and does the arithmetic."""
 
 from __future__ import annotations
 
@@ -87,6 +87,33 @@ async def costs(
                 for r in report.rows
             ],
         }
+    )
+
+
+@router.get(
+    "/events",
+    response_model=None,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    response_class=StreamingResponse,
+)
+async def events(
+    principal: CurrentPrincipal,
+    state: State,
+    from_: Annotated[str | None, Query(alias="from", max_length=40, description=_DATE)] = None,
+    to: Annotated[
+        str | None, Query(max_length=40, description=_DATE + " A date includes that day.")
+    ] = None,
+) -> StreamingResponse:
+    """Every ledger row of the period (default: the last 30 days) as streamed CSV, oldest
+    first: one line per model call with its user, key, feature, deployment, tokens, cost
+    and timings. Audited as an export."""
+    span = reports.period(from_, to)
+    lines = await reports.UsageReports(state.sessions).export_events(principal, span=span)
+    name = f"usage-events-{span.start:%Y%m%d}-{span.end:%Y%m%d}.csv"
+    return StreamingResponse(
+        lines,
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
     )
 
 
