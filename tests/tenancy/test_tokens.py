@@ -207,3 +207,26 @@ def test_a_person_in_several_tenants_picks_one(ident: IdEnv) -> None:
     assert {k["user_id"] for k in keys} == {a.members["developer"].user_id}
     outsider = ident.login(email, tenant="no-such-tenant", expect=403).json()["error"]
     assert outsider["code"] == "not_a_member" and "no-such-tenant" in outsider["message"]
+
+
+def test_a_login_may_ask_for_fewer_permissions(ident: IdEnv) -> None:
+    t = ident.tenant(["admin"])
+    email = t.members["admin"].email
+    narrow = ident.login(email, scope="models:use members:read").json()
+    assert narrow["scope"] == "members:read models:use"
+    with ident.client(narrow["access_token"]) as c:
+        assert c.get("/v1/members").status_code == 200
+        assert c.get("/v1/keys").status_code == 403  # the role allows it, the token does not
+    beyond = ident.login(email, scope="owners:write", expect=403).json()["error"]
+    assert beyond["code"] == "invalid_scope" and "owners:write" in beyond["message"]
+    unknown = ident.login(email, scope="models:fly", expect=422).json()["error"]
+    assert unknown["param"] == "scope" and "models:fly" in unknown["message"]
+    # Refreshing keeps the login's narrowing: a refresh token never widens a session.
+    with ident.client() as c:
+        refreshed = c.post(
+            "/v1/auth/token",
+            data={"grant_type": "refresh_token", "refresh_token": narrow["refresh_token"]},
+        ).json()
+    assert refreshed["scope"] == "members:read models:use"
+    with ident.client(refreshed["access_token"]) as c:
+        assert c.get("/v1/keys").status_code == 403

@@ -71,9 +71,14 @@ async def key_prefixes_of(
 
 
 async def create_session(
-    session: AsyncSession, *, tenant_id: uuid.UUID, user_id: uuid.UUID, at: datetime
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    scopes: list[str],
+    at: datetime,
 ) -> AuthSession:
-    row = AuthSession(tenant_id=tenant_id, user_id=user_id, created_at=at)
+    row = AuthSession(tenant_id=tenant_id, user_id=user_id, scopes=scopes, created_at=at)
     session.add(row)
     await session.flush()
     return row

@@ -250,7 +250,10 @@ class HiddenTemplate(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-from polymodal.db import models_identity  # noqa: E402, F401  (identity tables)
-from polymodal.db import models_rag  # noqa: E402, F401  (knowledge base tables)
-from polymodal.db import models_chatbots  # noqa: E402, F401  (chatbot tables)
-from polymodal.db import models_economics  # noqa: E402, F401  (rate limits and budgets)
+# The other modules' tables, so Base.metadata is complete (imported last: they use Base).
+from polymodal.db import (  # noqa: E402
+    models_chatbots,  # noqa: F401  (chatbot tables)
+    models_economics,  # noqa: F401  (rate limits and budgets)
+    models_identity,  # noqa: F401  (identity tables)
+    models_rag,  # noqa: F401  (knowledge base tables)
+)

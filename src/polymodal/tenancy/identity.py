@@ -125,7 +125,9 @@ class IdentityService:
         now = self._clock()
         refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
         async with tenant_session(self._sessions, chosen.id) as session, session.begin():
-            login = await repo.create_session(session, tenant_id=chosen.id, user_id=user.id, at=now)
+            login = await repo.create_session(
+                session, tenant_id=chosen.id, user_id=user.id, scopes=scopes, at=now
+            )
             await repo.add_refresh_token(
                 session,
                 tenant_id=chosen.id,
@@ -314,9 +316,10 @@ class IdentityService:
             kind=USER,
             session_id=login.id,
             roles=[role],
-            scopes=[],
+            scopes=list(login.scopes),
         )
-        return TokenGrant(access, self._tokens.access_ttl_s, login.tenant_id, "", new)
+        scope = " ".join(login.scopes)
+        return TokenGrant(access, self._tokens.access_ttl_s, login.tenant_id, scope, new)
 
     async def _revoke_family(
         self, tenant_id: uuid.UUID, session_id: uuid.UUID, reason: str, client: str

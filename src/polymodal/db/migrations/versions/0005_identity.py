@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("tenant_id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("scopes", sa.JSON(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("revoked_at", UTCDateTime(), nullable=True),
         sa.Column("revoked_reason", sa.String(32), nullable=False),
@@ -94,9 +95,7 @@ def upgrade() -> None:
         _tenant_fk("service_accounts"),
         sa.UniqueConstraint("client_id", name="uq_service_accounts_client_id"),
     )
-    op.create_index(
-        "ix_service_accounts_tenant", "service_accounts", ["tenant_id", "created_at"]
-    )
+    op.create_index("ix_service_accounts_tenant", "service_accounts", ["tenant_id", "created_at"])
     op.create_table(
         "invitations",
         sa.Column("id", sa.Uuid(), nullable=False),
