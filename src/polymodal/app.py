@@ -32,8 +32,8 @@ from polymodal.gateway.health import LoopLag
 from polymodal.gateway.health_bus import SharedHealthBus
 from polymodal.gateway.tokens import count_tokens
 from polymodal.gateway.tokens import warm_up as warm_up_tokenizer
-from polymodal.observability.economics import EconomicsMetrics
 from polymodal.observability.chatbot_metrics import ChatbotMetrics
+from polymodal.observability.economics import EconomicsMetrics
 from polymodal.observability.logging import configure_logging, get_logger
 from polymodal.observability.metrics import (
     GatewayMetrics,
@@ -68,9 +68,7 @@ def create_app(
     catalog = factory.catalog(settings, environ, providers)
     factory.routes(settings, catalog)  # a route naming a missing deployment stops start-up
     gateway_metrics = GatewayMetrics(metrics.registry)
-    usage_metrics = UsageMetrics(
-        metrics.registry, deployments=[d.id for d in catalog], plans=PLANS
-    )
+    usage_metrics = UsageMetrics(metrics.registry, deployments=[d.id for d in catalog], plans=PLANS)
     health_registry = factory.health(settings)
     template_catalog = builtin_catalog()  # a broken catalog file stops start-up, named
     template_metrics = TemplateMetrics(metrics.registry)

@@ -642,7 +642,8 @@ class Settings(BaseSettings):
     )
     oidc_jwks_url: str | None = Field(
         default=None,
-        description="JWKS of the external issuer; unset uses `<oidc_issuer>/.well-known/jwks.json`.",
+        description="JWKS of the external issuer; unset uses "
+        "`<oidc_issuer>/.well-known/jwks.json`.",
     )
     oidc_audience: str | None = Field(
         default=None, description="`aud` required in the external issuer's tokens."
