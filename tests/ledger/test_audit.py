@@ -148,11 +148,10 @@ async def test_deleting_the_newest_row_is_found(
     assert v.seq == 3 and "newest" in (v.problem or "")
 
 
+@pytest.mark.parametrize("migrated_db", ["postgres"], indirect=True)
 async def test_concurrent_appends_do_not_fork_the_chain(
     sessions: async_sessionmaker[AsyncSession], migrated_db: DatabaseTarget
 ) -> None:
-    if migrated_db.backend != "postgres":
-        pytest.skip("SQLite has a single writer; the head row lock matters on PostgreSQL")
     tenant = await new_tenant(sessions)
 
     async def one(i: int) -> None:
