@@ -152,6 +152,7 @@ async def test_deleting_the_newest_row_is_found(
 async def test_concurrent_appends_do_not_fork_the_chain(
     sessions: async_sessionmaker[AsyncSession], migrated_db: DatabaseTarget
 ) -> None:
+    """PostgreSQL only: SQLite has one writer, so the head row's lock matters here."""
     tenant = await new_tenant(sessions)
 
     async def one(i: int) -> None:

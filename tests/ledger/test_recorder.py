@@ -193,6 +193,7 @@ async def test_rows_of_an_erased_tenant_are_dropped_and_counted(
 async def test_a_database_outage_keeps_every_row(
     migrated_db: DatabaseTarget, sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
+    """PostgreSQL behind a proxy we cut: the rows wait on disk and all arrive once."""
     from tests.conftest import PG_URL
 
     tenant = await new_tenant(sessions)
