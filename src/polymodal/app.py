@@ -68,7 +68,11 @@ def create_app(
     catalog = factory.catalog(settings, environ, providers)
     factory.routes(settings, catalog)  # a route naming a missing deployment stops start-up
     gateway_metrics = GatewayMetrics(metrics.registry)
-    usage_metrics = UsageMetrics(metrics.registry, deployments=[d.id for d in catalog], plans=PLANS)
+    usage_metrics = UsageMetrics(
+        metrics.registry,
+        deployments=[d.id for d in catalog],
+        plans={*PLANS, *settings.plan_limits},  # bounded: the configured plans
+    )
     health_registry = factory.health(settings)
     template_catalog = builtin_catalog()  # a broken catalog file stops start-up, named
     template_metrics = TemplateMetrics(metrics.registry)
