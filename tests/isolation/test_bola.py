@@ -273,3 +273,40 @@ def test_collections_never_list_another_tenants_objects(iso: IsoEnv, a_ids: Ids)
             )
             leaked = [v for v in a_ids.values() if v in text]
             assert not leaked, f"GET {path} as tenant B lists A's {leaked}"
+
+
+def test_bodies_naming_another_tenants_objects_are_refused(iso: IsoEnv, a_ids: Ids) -> None:
+    """A's id in the body of B's request to B's own object: refused exactly as an id that
+    exists nowhere (same status, same error code), so B learns nothing."""
+    ghost = str(uuid.uuid4())
+    with iso.client(iso.b.owner_key) as b:
+        kb = b.post("/v1/knowledge-bases", json={"name": "b's"})
+        assert kb.status_code == 201, kb.text
+        bot = b.post("/v1/chatbots", json={"name": "b's", "kb_ids": [kb.json()["id"]]})
+        assert bot.status_code == 201, bot.text
+        bot_id = bot.json()["id"]
+        attempts: dict[str, Callable[[str, str], httpx.Response]] = {
+            "POST /v1/chatbots with A's knowledge base": lambda kb_id, _: b.post(
+                "/v1/chatbots", json={"name": "x", "kb_ids": [kb_id]}
+            ),
+            "PATCH B's chatbot onto A's knowledge base": lambda kb_id, _: b.patch(
+                f"/v1/chatbots/{bot_id}", json={"kb_ids": [kb_id]}
+            ),
+            "B's chatbot continuing A's conversation": lambda _, conv: b.post(
+                f"/v1/chatbots/{bot_id}/chat/completions",
+                json={**CHAT, "conversation_id": conv},
+            ),
+        }
+        wrong = []
+        for what, send in attempts.items():
+            theirs = send(a_ids["kb_id"], a_ids["conversation_id"])
+            nowhere = send(ghost, ghost)
+            seen = (theirs.status_code, theirs.json()["error"]["code"])
+            if not 400 <= theirs.status_code < 500 or seen != (
+                nowhere.status_code,
+                nowhere.json()["error"]["code"],
+            ):
+                wrong.append(f"{what}: {theirs.status_code} {theirs.text[:200]}")
+        assert not wrong, "\n".join(wrong)
+        # B's chatbot still reads only B's knowledge base.
+        assert b.get(f"/v1/chatbots/{bot_id}").json()["kb_ids"] == [kb.json()["id"]]
