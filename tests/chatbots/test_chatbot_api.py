@@ -61,7 +61,7 @@ def test_chatbot_crud(cenv: ChatEnv) -> None:
 def test_another_tenants_kb_is_named_as_missing(cenv: ChatEnv) -> None:
     with cenv.client() as c:
         r = c.post("/chatbots", json={"name": "sneaky", "kb_ids": [str(cenv.kb_b)]})
-    assert r.status_code == 422
+    assert r.status_code == 404
     error = r.json()["error"]
     assert error["code"] == "knowledge_base_not_found" and error["param"] == "kb_ids"
     assert str(cenv.kb_b) in error["message"]

@@ -191,6 +191,6 @@ def test_unrelated_question_is_not_in_the_knowledge_base(e2e: E2E, kb: dict[str,
 def test_another_tenant_cannot_use_the_knowledge_base(e2e: E2E, kb: dict[str, Any]) -> None:
     with e2e.client(e2e.other_key) as c:
         r = c.post("/chatbots", json={"name": "thief", "kb_ids": [kb["id"]]})
-    assert r.status_code == 422
+    assert r.status_code == 404
     assert r.json()["error"]["code"] == "knowledge_base_not_found"
     assert kb["id"] in r.json()["error"]["message"]

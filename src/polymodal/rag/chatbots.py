@@ -172,6 +172,17 @@ def _check(spec: ChatbotSpec) -> None:
         )
 
 
+class KnowledgeBaseNotFound(NotFound):
+    """A body names a knowledge base the tenant does not own: 404 like any other object
+    of another tenant, with ``param`` naming the field."""
+
+    code = "knowledge_base_not_found"
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 async def check_kbs(
     session: AsyncSession, *, tenant_id: uuid.UUID, kb_ids: Sequence[uuid.UUID], param: str
 ) -> dict[uuid.UUID, int]:
@@ -180,10 +191,8 @@ async def check_kbs(
     versions = await repo.kb_versions(session, tenant_id=tenant_id, kb_ids=kb_ids)
     for kb_id in kb_ids:
         if kb_id not in versions:
-            raise ValidationFailed(
-                f"{param}: knowledge base '{kb_id}' does not exist.",
-                param=param,
-                code="knowledge_base_not_found",
+            raise KnowledgeBaseNotFound(
+                f"{param}: knowledge base '{kb_id}' does not exist.", param=param
             )
     return versions
 
