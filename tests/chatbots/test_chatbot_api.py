@@ -225,14 +225,23 @@ def test_repeat_and_paraphrase_reuse_the_retrieval(cenv: ChatEnv, docs: None) ->
         assert r.status_code == 200, r.text
         return dict(r.json()["polymodal"]["retrieval"])
 
+    def lookups(result: str) -> float:
+        registry = cenv.server.state.metrics.registry
+        value = registry.get_sample_value(
+            "polymodal_semantic_cache_lookups_total", {"result": result}
+        )
+        return value or 0.0
+
     cenv.bump_kb(cenv.tenant_a, cenv.kb_a)  # a fresh scope: earlier tests asked this too
     searches = len(cenv.retriever.calls)
+    before = {r: lookups(r) for r in ("hit", "miss", "guarded")}
     assert ask("When does the Louvre museum open?")["cache"] == "miss"
     hit = ask("When does the Louvre museum open?")
     assert hit["cache"] == "hit" and hit["similarity"] >= 0.99
     assert ask("When does the Louvre museum open ?")["cache"] == "hit"
     assert ask("When does the Louvre museum not open?")["cache"] == "guarded"
     assert len(cenv.retriever.calls) == searches + 2
+    assert {r: lookups(r) - before[r] for r in before} == {"hit": 2, "miss": 1, "guarded": 1}
     # A new KB version starts an empty scope.
     cenv.bump_kb(cenv.tenant_a, cenv.kb_a)
     assert ask("When does the Louvre museum open?")["cache"] == "miss"
