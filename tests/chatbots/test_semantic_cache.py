@@ -204,3 +204,41 @@ async def test_a_broken_store_is_a_miss_not_an_error() -> None:
 )
 def test_guards(a: str, b: str, allowed: bool) -> None:
     assert query_guards.allow(a, b) is allowed
+
+
+async def test_replicas_share_hits_through_redis(redis_url: str, redis_prefix: str) -> None:
+    """Two processes' caches (separate clients, same Redis and prefix): what one stored,
+    the other serves."""
+    one, two = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(redis_url)
+    try:
+        first = SemanticCache(
+            RedisVectorStore(one, prefix=redis_prefix, max_entries=10, ttl_s=60), threshold=0.92
+        )
+        second = SemanticCache(
+            RedisVectorStore(two, prefix=redis_prefix, max_entries=10, ttl_s=60), threshold=0.92
+        )
+        scope = Scope.of(uuid.uuid4(), {uuid.uuid4(): 1}, 5)
+        await _put(first, scope, "Who painted the ceiling of the chapel?", "chapel")
+        assert await _get(second, scope, "Who painted the ceiling of the chapel?") == "chapel"
+        ttl = await two.pttl(f"{redis_prefix}semcache:{scope.key()}:v")
+        assert 0 < ttl <= 60_000  # the scope expires
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+def test_the_app_picks_the_store_of_its_cache_profile(redis_url: str) -> None:
+    from polymodal.cache import open_cache
+    from polymodal.rag.chatbot_setup import semantic_cache
+    from tests.conftest import make_settings
+
+    embedded = semantic_cache(make_settings(), open_cache(make_settings()))
+    assert embedded is not None and isinstance(embedded.store, MemoryVectorStore)
+    production = make_settings(redis_url=redis_url, semantic_cache_threshold=0.95)
+    shared = semantic_cache(production, open_cache(production))
+    assert shared is not None and isinstance(shared.store, RedisVectorStore)
+    assert shared.threshold == 0.95
+    assert (
+        semantic_cache(make_settings(semantic_cache_enabled=False), open_cache(make_settings()))
+        is None
+    )
