@@ -9,126 +9,39 @@ transaction): a failed or abandoned stream leaves the conversation as it was.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from polymodal.db import chatbots as repo
 from polymodal.db.models import utcnow
 from polymodal.db.models_chatbots import ChatMessage
 from polymodal.db.scope import tenant_session
 from polymodal.domain.chat import ChatRequest, Message
-from polymodal.domain.errors import Conflict, ServiceUnavailable, ValidationFailed
+from polymodal.domain.errors import (
+    Conflict,
+    PolymodalError,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from polymodal.domain.principal import Principal
 from polymodal.observability.chatbot_metrics import ChatbotMetrics
 from polymodal.rag import answer, conversations
-from polymodal.rag.answer import ChatbotCaller, Source
-from polymodal.rag.cached_search import CachedSearch, SearchOutcome
+from polymodal.rag.answer import ChatbotCaller
+from polymodal.rag.cached_search import CachedSearch
+from polymodal.rag.chatbot_turn import Answer as Answer
+from polymodal.rag.chatbot_turn import Prepared as Prepared
+from polymodal.rag.chatbot_turn import ReplySettings as ReplySettings
+from polymodal.rag.chatbot_turn import SharedQueryEmbedder as SharedQueryEmbedder
+from polymodal.rag.chatbot_turn import StreamedAnswer as StreamedAnswer
 from polymodal.rag.chatbots import ChatbotStore, ChatbotView, conversation_not_found
 from polymodal.rag.conversations import Turn
 from polymodal.rag.embedding import Embedder
 from polymodal.tenancy.rbac import Permission, require
 
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class ReplySettings:
-    history_messages: int  # messages kept verbatim once the history is summarised
-    summary_trigger_tokens: int  # unsummarised history above this is folded
-    summary_tier: str  # the cheap tier that writes summaries
-    max_message_chars: int
-
-
-@dataclass(slots=True)
-class Prepared:
-    bot: ChatbotView
-    content: str
-    language: str
-    sources: list[Source]
-    outcome: SearchOutcome
-    messages: list[Message]  # the model's prompt (empty when not in the KB)
-    conversation_id: uuid.UUID | None
-
-    @property
-    def not_in_kb(self) -> bool:
-        return not self.sources
-
-    def retrieval_info(self) -> dict[str, Any]:
-        o = self.outcome
-        return {
-            "cache": o.cache,
-            "similarity": None if o.similarity is None else round(o.similarity, 4),
-            "hits": len(o.retrieval.hits),
-            "relevant": len(self.sources),
-            "search_ms": round(o.search_s * 1000, 2),
-            "saved_ms": round(o.saved_s * 1000, 2),
-        }
-
-
-@dataclass(slots=True)
-class Answer(Generic[R]):
-    id: str
-    content: str
-    citations: list[dict[str, Any]]
-    not_in_kb: bool
-    model: str
-    language: str
-    routed: R | None
-    conversation_id: uuid.UUID | None
-    message_id: int | None
-    retrieval: dict[str, Any]
-    finish_reason: str = "stop"
-    usage: dict[str, int] = field(
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    )
-
-    def extension(self) -> dict[str, Any]:
-        """What polymodal adds to OpenAI's response shape."""
-        return {
-            "citations": self.citations,
-            "conversation_id": str(self.conversation_id) if self.conversation_id else None,
-            "message_id": self.message_id,
-            "polymodal": {
-                "not_in_knowledge_base": self.not_in_kb,
-                "language": self.language,
-                "retrieval": self.retrieval,
-            },
-        }
-
-
-@dataclass(slots=True)
-class StreamedAnswer(Generic[R]):
-    """Chunks in OpenAI's ``chat.completion.chunk`` shape; the last one has no choices
-    and carries ``citations`` (and the stored ids) like ``Answer.extension``."""
-
-    chunks: AsyncIterator[dict[str, Any]]
-    routed: R | None
-    prepared: Prepared
-
-
-@dataclass(frozen=True, slots=True)
-class SharedQueryEmbedder:
-    """The cache's query embedding through the knowledge bases' embedding cache (keyed by
-    tenant, model, kind and text): a repeated question is not embedded again, and on a
-    miss the retriever finds the same query vector already cached (when the KB uses the
-    same model), so the semantic cache adds no second embedding."""
-
-    embedder: Embedder
-    principal: Principal
-    model: str
-
-    async def embed_query(self, text: str, *, feature: str) -> list[float]:
-        vectors = await self.embedder.embed(
-            principal=self.principal,
-            feature=feature,
-            model=self.model,
-            texts=[text],
-            kind="query",
-        )
-        return vectors[0]
 
 
 class ChatbotReplies:
@@ -242,10 +155,6 @@ class ChatbotReplies:
         text = self._check_content(content, param)
         bot = await self.store.load(principal.tenant_id, chatbot_id)
         language = answer.answer_language(bot.language, text)
-        if conversation_id is not None:
-            summary, turns = await self._memory(principal, bot, conversation_id, caller, language)
-        else:
-            summary, turns = "", self._client_history(history)
         if self.search is None:
             raise ServiceUnavailable(
                 "knowledge base search is not available on this server.",
@@ -262,6 +171,12 @@ class ChatbotReplies:
                 "update the chatbot's kb_ids.",
                 code="knowledge_base_not_found",
             )
+        # Memory after the checks above: a summary call is never spent on a turn that
+        # cannot be answered.
+        if conversation_id is not None:
+            summary, turns = await self._memory(principal, bot, conversation_id, caller, language)
+        else:
+            summary, turns = "", self._client_history(history)
         outcome = await self.search.search(
             tenant_id=principal.tenant_id,
             kb_ids=bot.kb_ids,
@@ -368,7 +283,9 @@ class ChatbotReplies:
         if p.not_in_kb:
             text, model = answer.not_in_kb(p.language), p.bot.feature
         else:
-            completion, routed = await caller.chat(p.bot.feature, self._request(p, stream=False))
+            with self._counted_failure():
+                request = self._request(p, stream=False)
+                completion, routed = await caller.chat(p.bot.feature, request)
             choice = completion["choices"][0] if completion["choices"] else None
             text = (choice["message"].get("content") or "") if choice else ""
             finish = (choice.get("finish_reason") if choice else None) or "stop"
@@ -407,8 +324,20 @@ class ChatbotReplies:
         HTTP error); the turn is stored after the last model chunk."""
         if p.not_in_kb:
             return StreamedAnswer(self._relay(principal, p, None, p.bot.feature), None, p)
-        stream, routed = await caller.chat_stream(p.bot.feature, self._request(p, stream=True))
+        with self._counted_failure():
+            request = self._request(p, stream=True)
+            stream, routed = await caller.chat_stream(p.bot.feature, request)
         return StreamedAnswer(self._relay(principal, p, stream, ""), routed, p)
+
+    @contextlib.contextmanager
+    def _counted_failure(self) -> Iterator[None]:
+        """Count an answer the model could not give (the error itself goes on up)."""
+        try:
+            yield
+        except PolymodalError:
+            if self.metrics is not None:
+                self.metrics.answer("error")
+            raise
 
     async def _relay(
         self,
@@ -436,28 +365,29 @@ class ChatbotReplies:
             yield chunk({"role": "assistant", "content": parts[0]}, None)
             finish_chunk = chunk({}, "stop")
         else:
-            async for c in stream:
-                model = model or c.get("model", "")
-                if c.get("usage"):
-                    usage = _usage(c["usage"])
-                choices = c.get("choices") or []
-                if not choices:
-                    continue  # the usage-only chunk: reported in the final chunk instead
-                delta = choices[0].get("delta") or {}
-                if delta.get("content"):
-                    parts.append(delta["content"])
-                reason = choices[0].get("finish_reason")
-                if reason:
-                    # Held back: footnotes (and the stored ids) come before the finish.
+            with self._counted_failure():  # a stream that breaks counts as an error
+                async for c in stream:
+                    model = model or c.get("model", "")
+                    if c.get("usage"):
+                        usage = _usage(c["usage"])
+                    choices = c.get("choices") or []
+                    if not choices:
+                        continue  # the usage-only chunk: reported in the final chunk instead
+                    delta = choices[0].get("delta") or {}
                     if delta.get("content"):
-                        yield {
-                            **c,
-                            "id": chunk_id,
-                            "choices": [{**choices[0], "finish_reason": None}],
-                        }
-                    finish_chunk = chunk({}, reason)
-                    continue
-                yield {**c, "id": chunk_id}
+                        parts.append(delta["content"])
+                    reason = choices[0].get("finish_reason")
+                    if reason:
+                        # Held back: footnotes (and the stored ids) come before the finish.
+                        if delta.get("content"):
+                            yield {
+                                **c,
+                                "id": chunk_id,
+                                "choices": [{**choices[0], "finish_reason": None}],
+                            }
+                        finish_chunk = chunk({}, reason)
+                        continue
+                    yield {**c, "id": chunk_id}
         text = "".join(parts)
         full, cites = self._finish(p, text)
         if len(full) > len(text):
