@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.cache.base import Cache
+from polymodal.observability.logging import get_logger
 from polymodal.settings import Settings
 from polymodal.tenancy.auth import KeyAuthenticator
 from polymodal.tenancy.authn import Authenticator
@@ -30,8 +32,15 @@ class Identity:
     external: ExternalIssuer | None
 
     async def start(self) -> None:
-        """Make sure a signing key exists and is not past its rotation age."""
-        await self.ring.ensure()
+        """Make sure a signing key exists and is not past its rotation age. A database
+        that is down or not migrated yet must not stop start-up (``/readyz`` reports it):
+        the ring then loads on first use."""
+        try:
+            await self.ring.ensure()
+        except (SQLAlchemyError, OSError) as e:
+            get_logger("polymodal.identity").warning(
+                "signing_keys_unavailable", error=type(e).__name__
+            )
 
     async def close(self) -> None:
         if self.external is not None:

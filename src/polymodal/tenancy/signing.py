@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.db.models_identity import SigningKey
@@ -194,7 +195,17 @@ class KeyRing:
 
     async def _fresh(self) -> None:
         if self._monotonic() - self._loaded_at >= self._refresh_s:
-            await self.load()
+            if not self._keys:
+                await self.load()  # nothing to fall back on: let the error surface
+                return
+            try:
+                await self.load()
+            except (SQLAlchemyError, OSError) as e:
+                # Keep verifying with the keys we have; try again after refresh_s.
+                self._loaded_at = self._monotonic()
+                get_logger("polymodal.identity").warning(
+                    "signing_keys_reload_failed", error=type(e).__name__
+                )
 
     # --- use ---------------------------------------------------------------------------
 
