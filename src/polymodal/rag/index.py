@@ -14,17 +14,29 @@ that would otherwise stall the event loop, and it is not thread-safe, hence the 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from qdrant_client import QdrantClient, models
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from polymodal.rag.bm25 import SparseVector
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient, models
+else:
+
+    class _Lazy:
+        """``qdrant_client.models``, imported on first use: the client library costs ~1.5 s
+        of CPU to import, which start-up (and every CLI call) should not pay."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(importlib.import_module("qdrant_client.models"), name)
+
+    models = _Lazy()
 
 T = TypeVar("T")
 DENSE = "dense"
@@ -61,15 +73,27 @@ class Match:
 class VectorIndex:
     def __init__(self, *, url: str | None, path: Path | None, timeout_s: float = 10.0) -> None:
         self.local = url is None
-        if url is not None:
-            self._client = QdrantClient(url=url, timeout=int(max(timeout_s, 1)))
-        elif path is None:  # in memory: benchmarks and tests only
-            self._client = QdrantClient(location=":memory:")
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            self._client = QdrantClient(path=str(path))
+        self._url, self._path, self._timeout_s = url, path, timeout_s
+        self._opened: QdrantClient | None = None
+        self._open_lock = threading.Lock()
         self._lock = threading.Lock() if self.local else None
         self._known: set[str] = set()
+
+    @property
+    def _client(self) -> QdrantClient:
+        """Opened on first use (local mode locks its folder from then on)."""
+        with self._open_lock:
+            if self._opened is None:
+                from qdrant_client import QdrantClient
+
+                if self._url is not None:
+                    self._opened = QdrantClient(url=self._url, timeout=int(max(self._timeout_s, 1)))
+                elif self._path is None:  # in memory: benchmarks and tests only
+                    self._opened = QdrantClient(location=":memory:")
+                else:
+                    self._path.mkdir(parents=True, exist_ok=True)
+                    self._opened = QdrantClient(path=str(self._path))
+            return self._opened
 
     def _sync(self, fn: Callable[[], T]) -> T:
         if self._lock is None:
@@ -81,7 +105,9 @@ class VectorIndex:
         return await asyncio.to_thread(self._sync, fn)
 
     def close(self) -> None:
-        self._sync(self._client.close)
+        if self._opened is not None:
+            self._sync(self._opened.close)
+            self._opened = None
 
     # --- collections ---------------------------------------------------------------------
 
