@@ -176,9 +176,7 @@ async def append_audit(
     locked (PostgreSQL ``FOR UPDATE``; SQLite has one writer), so concurrent appends queue
     instead of forking the chain."""
     await session.execute(
-        insert_ignoring(session, AuditHead).values(
-            tenant_id=tenant_id, seq=0, hash=GENESIS_HASH
-        )
+        insert_ignoring(session, AuditHead).values(tenant_id=tenant_id, seq=0, hash=GENESIS_HASH)
     )
     head = (
         await session.execute(
