@@ -54,8 +54,12 @@ class InProcessRunner:
 
     async def start(self) -> int:
         """Re-queue what a previous process left unfinished; returns how many."""
-        async with system_session(self._sessions) as s:  # cross-tenant: resume scan only
-            pending = await repo.pending_jobs(s, lease_s=0.0)
+        try:
+            async with system_session(self._sessions) as s:  # cross-tenant: resume scan only
+                pending = await repo.pending_jobs(s, lease_s=0.0)
+        except Exception as e:  # a database that is down or unmigrated must not stop start-up
+            log.warning("ingestion jobs not resumed", error=type(e).__name__)
+            return 0
         for tenant_id, job_id in pending:
             # Nothing runs in this process yet: a "running" row is an orphan of a dead one.
             self._spawn(tenant_id, job_id, takeover=True)
