@@ -623,6 +623,13 @@ class Settings(BaseSettings):
     jwt_leeway_s: float = Field(
         default=30.0, ge=0, le=300, description="Clock skew allowed on `exp`/`nbf`/`iat`."
     )
+    jwt_unknown_kid_reload_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="A token naming an unknown signing key (another replica's new one) "
+        "reloads the key ring at most this often, so made-up kids cannot flood the database.",
+    )
     login_max_failures: int = Field(
         default=5,
         ge=1,

@@ -55,6 +55,7 @@ def key_ring(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> 
         rotation_s=settings.jwt_rotation_s,
         # A rotated-out key verifies until every token it signed has expired.
         overlap_s=settings.jwt_access_ttl_s + settings.jwt_leeway_s,
+        unknown_kid_reload_s=settings.jwt_unknown_kid_reload_s,
     )
 
 

@@ -83,6 +83,7 @@ class KeyRing:
         rotation_s: float,
         overlap_s: float,
         refresh_s: float = 60.0,
+        unknown_kid_reload_s: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -92,11 +93,13 @@ class KeyRing:
         self._rotation = timedelta(seconds=rotation_s)
         self._overlap = timedelta(seconds=overlap_s)
         self._refresh_s = refresh_s
+        self._unknown_kid_reload_s = unknown_kid_reload_s
         self._clock = clock
         self._monotonic = monotonic
         self._keys: dict[str, RingKey] = {}
         self._current: RingKey | None = None
         self._loaded_at = float("-inf")
+        self._unknown_reload_at = float("-inf")
 
     # --- sealing ----------------------------------------------------------------------
 
@@ -217,10 +220,14 @@ class KeyRing:
 
     async def verification_key(self, kid: str) -> RingKey | None:
         """The key named ``kid``, if it still verifies. An unknown kid reloads the ring
-        at most once a second (it may be another process's new key)."""
+        at most once per ``unknown_kid_reload_s`` (it may be another process's new key)."""
         await self._fresh()
         key = self._keys.get(kid)
-        if key is None and self._monotonic() - self._loaded_at >= 1.0:
+        # Throttled on the last unknown-kid reload, not the last load: a key another
+        # replica made a moment after this one loaded is still found at once.
+        since = self._monotonic() - self._unknown_reload_at
+        if key is None and since >= self._unknown_kid_reload_s:
+            self._unknown_reload_at = self._monotonic()
             await self.load()
             key = self._keys.get(kid)
         if key is not None and key.retire_at is not None and key.retire_at <= self._clock():
