@@ -78,6 +78,10 @@ def _config(settings: Settings, path: Path) -> None:
                 "usage_flush_interval_s": 0.2,
                 "upstream_always_stream": False,
                 "access_log": False,
+                # 16 concurrent calls on a busy 2-core machine: these tests are about
+                # limits and budgets, not deadlines, so a slow answer must not be a 504.
+                "first_byte_floor_s": 10.0,
+                "upstream_first_byte_timeout_s": 30.0,
             }
         )
     )
