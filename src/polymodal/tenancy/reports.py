@@ -209,7 +209,7 @@ class UsageReports:
                         e.attempts,
                         e.tokens_in,
                         e.tokens_out,
-                        str(e.cost),
+                        format(e.cost, "f"),
                         round(e.latency_ms, 3),
                         "" if e.ttfb_ms is None else round(e.ttfb_ms, 3),
                     )
@@ -306,7 +306,7 @@ def csv_lines(report: CostReport) -> Iterator[str]:
 
     yield line((report.group_by, *CSV_HEADER))
     for r in report.rows:
-        yield line((_cell(r.key), r.requests, r.tokens_in, r.tokens_out, str(r.cost)))
+        yield line((_cell(r.key), r.requests, r.tokens_in, r.tokens_out, format(r.cost, "f")))
 
 
 def _cell(text: str) -> str:

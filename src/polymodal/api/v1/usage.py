@@ -21,8 +21,9 @@ _DATE = "A date (YYYY-MM-DD, UTC) or an ISO datetime."
 
 
 def _money(value: Decimal) -> str:
-    """Money leaves as a decimal string: exact, never a float."""
-    return str(value)
+    """Money leaves as a decimal string: exact, never a float, never exponent notation
+    (a zero sum of NUMERIC(20, 10) values is ``0E-10`` to ``str``)."""
+    return format(value, "f")
 
 
 # Both bodies are documented, so clients (and schemathesis) know the CSV is intended.
