@@ -11,7 +11,10 @@
    filter has something to filter): the hybrid query as the retriever sends it (dense + BM25
    candidates in one Qdrant round trip, then reciprocal rank fusion), p50/p95/p99.
    Chunks get synthetic text (for BM25) and random unit vectors: latency does not depend
-   on what the vectors mean. Embedded profile: Qdrant local mode (brute force in Python).
+   on what the vectors mean. Engines: ``edge`` (the embedded profile's default, Qdrant
+   Edge in a folder, plain segments as served; ``--optimize`` adds a row after building
+   HNSW offline, as `polymodal admin index optimize` does) and ``client``
+   (qdrant-client's local mode, brute force in Python, in memory).
 
 Target (issue 6): p95 <= 50 ms at 100k chunks on the embedded profile.
 """
@@ -32,7 +35,8 @@ import numpy as np
 from rag_common import Stack, load_average, table, write_result
 
 from polymodal.rag.bm25 import Bm25
-from polymodal.rag.index import ChunkPoint, VectorIndex, collection_name
+from polymodal.rag.edge_index import EdgeIndex
+from polymodal.rag.index import ChunkPoint, QdrantClientIndex, VectorIndex, collection_name
 from polymodal.rag.search import rrf
 
 WORDS = [
@@ -138,10 +142,14 @@ async def fill(
         await index.upsert(coll, 384, batch)
 
 
-async def search_latency(tmp: Path, size: int, searches: int) -> dict[str, Any]:
-    # In memory: the same local-mode search code as the on-disk folder, without the
-    # minutes of per-point persistence a 200k-point fill would take.
-    index = VectorIndex(url=None, path=None)
+async def search_latency(
+    tmp: Path, size: int, searches: int, engine: str, optimize: bool
+) -> list[dict[str, Any]]:
+    index: VectorIndex
+    if engine == "edge":  # on disk, as served
+        index = EdgeIndex(path=tmp / f"edge-{size}")
+    else:  # in memory: the client's local-mode search without its per-point persistence
+        index = QdrantClientIndex(url=None, path=None)
     coll = collection_name("bench", 384)
     tenant, other, kb = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     t0 = time.perf_counter()
@@ -149,6 +157,22 @@ async def search_latency(tmp: Path, size: int, searches: int) -> dict[str, Any]:
     # A second tenant in the same collection, so the tenant filter has work to do.
     await fill(index, coll, other, uuid.uuid4(), min(size, 10_000), seed=2)
     fill_s = time.perf_counter() - t0
+    rows = [await _measure(index, coll, tenant, kb, searches)]
+    rows[0].update(engine=engine, segments="plain", fill_s=round(fill_s, 1))
+    if optimize and isinstance(index, EdgeIndex):
+        t0 = time.perf_counter()
+        index.optimize()
+        rows.append(await _measure(index, coll, tenant, kb, searches))
+        rows[1].update(engine=engine, segments="hnsw", optimize_s=round(time.perf_counter() - t0))
+    index.close()
+    for r in rows:
+        r.update(chunks_in_tenant=size, chunks_in_collection=size + min(size, 10_000))
+    return rows
+
+
+async def _measure(
+    index: VectorIndex, coll: str, tenant: uuid.UUID, kb: uuid.UUID, searches: int
+) -> dict[str, Any]:
     rng = random.Random(3)
     nprng = np.random.default_rng(3)
     bm25 = Bm25()
@@ -169,13 +193,9 @@ async def search_latency(tmp: Path, size: int, searches: int) -> dict[str, Any]:
         timings.append((time.perf_counter() - started) * 1000)
         cpu.append((time.process_time() - cpu0) * 1000)
         assert fused and all(m.payload["tenant_id"] == str(tenant) for m in d)
-    index.close()
     timings.sort()
     return {
-        "chunks_in_tenant": size,
-        "chunks_in_collection": size + min(size, 10_000),
         "searches": searches,
-        "fill_s": round(fill_s, 1),
         "p50_ms": round(statistics.median(timings), 2),
         "p95_ms": round(timings[int(0.95 * (len(timings) - 1))], 2),
         "p99_ms": round(timings[int(0.99 * (len(timings) - 1))], 2),
@@ -194,7 +214,7 @@ async def main_async(args: argparse.Namespace) -> None:
         result["search"] = []
         for size in (int(x) for x in args.sizes.split(",")):
             n = args.searches if size <= 10_000 else args.searches_large
-            result["search"].append(await search_latency(tmp, size, n))
+            result["search"] += await search_latency(tmp, size, n, args.engine, args.optimize)
             result["load_average_end"] = load_average()
             write_result(args.out, result)
     if "ingest" in result:
@@ -203,10 +223,20 @@ async def main_async(args: argparse.Namespace) -> None:
         ]
         print(table(rows, ["ingest (embedding cache)", "chunks", "seconds", "chunks/s"]))
     rows = [
-        [r["chunks_in_tenant"], r["p50_ms"], r["p95_ms"], r["cpu_p50_ms"], r["cpu_p95_ms"]]
+        [
+            r["engine"],
+            r["segments"],
+            r["chunks_in_tenant"],
+            r["p50_ms"],
+            r["p95_ms"],
+            r["p99_ms"],
+            r["cpu_p50_ms"],
+            r["cpu_p95_ms"],
+        ]
         for r in result["search"]
     ]
-    print(table(rows, ["chunks in tenant", "p50 ms", "p95 ms", "CPU p50 ms", "CPU p95 ms"]))
+    head = ["engine", "segments", "chunks in tenant", "p50 ms", "p95 ms", "p99 ms", "CPU p50 ms"]
+    print(table(rows, [*head, "CPU p95 ms"]))
     print(f"load {result['load_average_start']} -> {result.get('load_average_end')}")
     print("written", write_result(args.out, result))
 
@@ -217,6 +247,8 @@ def main() -> None:
     ap.add_argument("--searches", type=int, default=200)
     ap.add_argument("--searches-large", type=int, default=30, help="searches above 10k chunks")
     ap.add_argument("--ingest-docs", type=int, default=20)
+    ap.add_argument("--engine", choices=("edge", "client"), default="edge")
+    ap.add_argument("--optimize", action="store_true", help="edge: also measure after HNSW")
     ap.add_argument("--out", default="rag_latency")
     asyncio.run(main_async(ap.parse_args()))
 

@@ -47,8 +47,9 @@ from rag_common import (
 )
 
 from polymodal.rag.bm25 import Bm25
+from polymodal.rag.edge_index import EdgeIndex
 from polymodal.rag.errors import DuplicateDocument
-from polymodal.rag.index import ChunkPoint, VectorIndex, collection_name
+from polymodal.rag.index import ChunkPoint, collection_name
 from polymodal.rag.parsers import parse
 from polymodal.rag.search import HybridRetriever
 
@@ -67,7 +68,7 @@ async def bm25_full(
     tmp: Path,
 ) -> dict[str, Any]:
     """BM25 over the whole corpus with the product's chunker, sparse vectors and index."""
-    index = VectorIndex(url=None, path=tmp / "bm25-qdrant")
+    index = EdgeIndex(path=tmp / "bm25-qdrant")
     bm25 = Bm25()
     tenant, kb = uuid.uuid4(), uuid.uuid4()
     coll = collection_name("bm25-only", 2)

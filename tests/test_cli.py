@@ -147,3 +147,25 @@ def test_doctor_fails_when_a_part_is_unreachable(
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 1
     assert "[FAIL] cache" in result.stdout
+
+
+def test_index_optimize_builds_the_embedded_index_and_refuses_a_held_folder(env: Path) -> None:
+    import asyncio
+    import uuid
+
+    from polymodal.rag.bm25 import Bm25
+    from polymodal.rag.edge_index import EdgeIndex
+    from polymodal.rag.index import ChunkPoint
+
+    assert "no collections yet" in _ok(["admin", "index-optimize"])
+    index = EdgeIndex(path=env / "data" / "qdrant-edge")
+    t, kb = uuid.uuid4(), uuid.uuid4()
+    points = [
+        ChunkPoint(t, kb, uuid.uuid4(), 0, [1.0, float(i)], Bm25().document(f"w{i}"), {})
+        for i in range(50)
+    ]
+    asyncio.run(index.upsert("kb_x_2", 2, points))
+    held = runner.invoke(app, ["admin", "index-optimize"])  # the open index holds the folder
+    assert held.exit_code == 1 and "is `polymodal serve` running?" in held.output
+    index.close()
+    assert "kb_x_2\t50 points" in _ok(["admin", "index-optimize"])

@@ -28,7 +28,7 @@ def test_defaults_are_the_embedded_profile() -> None:
         "database": "sqlite",
         "cache": "in-process",
         "jobs": "in-process",
-        "vectors": "qdrant-local",
+        "vectors": "qdrant-edge",
         "objects": "file",
     }
 

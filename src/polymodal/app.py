@@ -134,6 +134,7 @@ def create_app(
             cache=rag_runtime.embedding_store(settings, cache),
         )
         ingest_runner = None
+        rag_runtime.check_queue(settings)
         if rag_runtime.uses_celery(settings):
             from polymodal.worker import CeleryQueue
 

@@ -91,12 +91,13 @@ async def run_checks(settings: Settings) -> list[Check]:
     await add("database", profile["database"], _database(settings))
     await add("isolation", "row-level security", _isolation(settings))
     await add("cache", profile["cache"], _cache(settings))
-    jobs = _cache(settings) if settings.redis_url else _ok("in this process")
+    jobs = _cache(settings) if settings.celery_ingest else _ok("in this process")
     await add("jobs", profile["jobs"], jobs)
     if settings.qdrant_url:
         await add("vectors", "qdrant-server", _qdrant(settings.qdrant_url))
     else:
-        await add("vectors", "qdrant-local", _to_thread(_writable, settings.data_dir / "qdrant"))
+        path = settings.embedded_index_path
+        await add("vectors", profile["vectors"], _to_thread(_writable, path))
     if settings.storage_url.startswith("file://"):
         folder = Path(settings.storage_url.removeprefix("file://"))
         await add("objects", "local folder", _to_thread(_writable, folder))

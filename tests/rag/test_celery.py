@@ -26,7 +26,7 @@ from polymodal.db.models_rag import IngestJob
 from polymodal.db.scope import tenant_session
 from polymodal.domain.principal import Principal, Role
 from polymodal.rag import runtime
-from polymodal.rag.index import VectorIndex, collection_name
+from polymodal.rag.index import collection_name
 from polymodal.settings import Settings
 from polymodal.tenancy import admin
 from polymodal.worker import CeleryQueue
@@ -188,7 +188,7 @@ async def test_celery_workers_ingest_resume_after_kill_and_ignore_duplicates(
         await http.aclose()
 
     # The worker's index holds each chunk exactly once (ids are (doc, chunk_no)).
-    index = VectorIndex(url=None, path=tmp_path / "qdrant-worker")
+    index = runtime.open_index(settings)
     try:
         coll = collection_name("local-e5-small", 384)
         n = await index.count(coll, tenant_id=tenant.id, kb_id=kb.id, doc_id=doc.id)

@@ -11,8 +11,9 @@ from polymodal.cache.base import Cache
 from polymodal.cache.memory import MemoryCache
 from polymodal.rag import fetch as fetching
 from polymodal.rag.bm25 import Bm25
+from polymodal.rag.edge_index import EdgeIndex
 from polymodal.rag.embedding import Embedder, EmbeddingCache, EmbeddingModels
-from polymodal.rag.index import VectorIndex
+from polymodal.rag.index import QdrantClientIndex, VectorIndex
 from polymodal.rag.ingest import IngestConfig, Ingestor
 from polymodal.rag.jobs import InProcessRunner, JobQueue
 from polymodal.rag.search import HybridRetriever, SearchConfig
@@ -38,14 +39,29 @@ def embedding_store(settings: Settings, shared: Cache) -> Cache | None:
 
 
 def uses_celery(settings: Settings) -> bool:
-    if settings.ingest_queue == "auto":
-        return settings.redis_url is not None
-    return settings.ingest_queue == "celery"
+    return settings.celery_ingest
+
+
+def check_queue(settings: Settings) -> None:
+    """Refuses Celery ingestion over an embedded index: workers would write to folders
+    that ``polymodal serve`` never searches."""
+    if settings.ingest_queue == "celery" and settings.qdrant_url is None:
+        raise RuntimeError(
+            "ingest_queue=celery needs qdrant_url: the embedded index is a folder held by "
+            "one process, so Celery workers cannot write what `polymodal serve` searches. "
+            "Set POLYMODAL_QDRANT_URL, or POLYMODAL_INGEST_QUEUE=in-process."
+        )
 
 
 def open_index(settings: Settings) -> VectorIndex:
-    path = settings.qdrant_path or settings.data_dir / "qdrant"
-    return VectorIndex(url=settings.qdrant_url, path=path, timeout_s=settings.qdrant_timeout_s)
+    if settings.qdrant_url is not None:
+        return QdrantClientIndex(
+            url=settings.qdrant_url, path=None, timeout_s=settings.qdrant_timeout_s
+        )
+    path = settings.embedded_index_path
+    if settings.qdrant_embedded_engine == "client":
+        return QdrantClientIndex(url=None, path=path, timeout_s=settings.qdrant_timeout_s)
+    return EdgeIndex(path=path)
 
 
 def build(
