@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from polymodal.app import create_app
+from polymodal.gateway.service import Gateway
 from polymodal.tenancy import admin
 from polymodal.tenancy.keys import parse_key
 from tests.conftest import DatabaseTarget
@@ -164,3 +165,32 @@ async def test_logs_carry_request_and_tenant_ids_but_no_key(
     assert access[0]["route"] == "/v1/me"
     assert key.secret not in out
     assert _secret_part(key.secret) not in out
+
+
+async def test_unhandled_error_on_a_hot_route_is_a_logged_json_500(
+    client: httpx.AsyncClient,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The OpenAI-compatible endpoints run outside FastAPI's error middleware: the
+    request-context layer still answers 500 in the error shape, with the request id."""
+    name = f"hot-{uuid.uuid4().hex[:8]}"
+    await admin.create_tenant(sessions, name=name, actor="test")
+    await admin.add_user(sessions, tenant=name, email=f"o@{name}.test", role="owner", actor="t")
+    key = await admin.issue_key(sessions, tenant=name, email=f"o@{name}.test", actor="t")
+
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(Gateway, "chat", broken)
+    capsys.readouterr()
+    r = await client.post(
+        "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {key.secret}", "x-request-id": "req-hot-500"},
+    )
+    assert r.status_code == 500 and r.headers["x-request-id"] == "req-hot-500"
+    error = _assert_error_shape(r)
+    assert "req-hot-500" in error["message"] and "secret internal detail" not in r.text
+    assert "unhandled error" in capsys.readouterr().out

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from polymodal import __version__
 from polymodal import wiring as factory
@@ -51,6 +52,19 @@ from polymodal.templates.catalog import builtin_catalog
 from polymodal.templates.service import TemplateService
 from polymodal.tenancy.admin import PLANS
 from polymodal.tenancy.identity_factory import build_identity
+
+
+class PolymodalAPI(FastAPI):
+    """FastAPI with polymodal's request-context layer (ids, limits on bodies, metrics,
+    access log, a JSON 500 for anything unhandled) and the hot routes outside FastAPI's
+    own middleware stack: the OpenAI-compatible endpoints then skip its error and
+    telemetry layers, which every response message would otherwise pass through."""
+
+    outer: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = super().build_middleware_stack()
+        return inner if self.outer is None else self.outer(inner)
 
 
 def create_app(
@@ -174,7 +188,7 @@ def create_app(
             await cache.close()
             await engine.dispose()
 
-    app = FastAPI(
+    app = PolymodalAPI(
         title="polymodal",
         version=__version__,
         lifespan=lifespan,
@@ -186,10 +200,8 @@ def create_app(
     install_error_handlers(app)
     db_errors.install(app)
     install_schemas(app)
-    # Added first, so it runs inside the request-context middleware (ids, metrics, logs).
-    app.add_middleware(HotRoutes, routes=openai_compat.hot_routes(), handlers=app)
-    app.add_middleware(
-        RequestContextMiddleware,
+    app.outer = lambda inner: RequestContextMiddleware(
+        HotRoutes(inner, routes=openai_compat.hot_routes(), handlers=app),
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,

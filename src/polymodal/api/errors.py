@@ -94,7 +94,20 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
+def internal_error_body(request_id: str) -> dict[str, Any]:
+    return error_body(
+        "server_error", f"Internal server error (request id {request_id}).", "internal_error"
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """The 500 of an unexpected error (the request-context layer logs it)."""
+    rid = str(request.scope.get("state", {}).get("request_id", ""))
+    return JSONResponse(internal_error_body(rid), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unhandled)
     app.add_exception_handler(PolymodalError, _polymodal_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -17,7 +17,7 @@ import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from polymodal.api.errors import error_body
+from polymodal.api.errors import error_body, internal_error_body
 from polymodal.domain.errors import PayloadTooLarge
 from polymodal.observability.metrics import HttpMetrics
 
@@ -94,15 +94,7 @@ class RequestContextMiddleware:
         except Exception:
             self.log.exception("unhandled error", route=_route_template(scope))
             if not started:
-                await self._send_json(
-                    send_with_id,
-                    500,
-                    error_body(
-                        "server_error",
-                        f"Internal server error (request id {rid}).",
-                        "internal_error",
-                    ),
-                )
+                await self._send_json(send_with_id, 500, internal_error_body(rid))
         finally:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
@@ -172,6 +164,8 @@ class HotRoutes:
     def _handler_for(self, exc: Exception) -> Any:
         handlers = self._handlers.exception_handlers
         for cls in type(exc).__mro__:
+            if cls is Exception:  # unexpected: the request-context layer logs it and answers
+                return None
             if cls in handlers:
                 return handlers[cls]
         return None

@@ -18,10 +18,23 @@ def _encoding() -> Any:
     return quicktok.get_encoding(ENCODING)
 
 
+# The planner and the classifier count the same messages one after the other: the second
+# count is a lookup. Small and bounded (64 texts of at most 64 KB).
+_RECENT: dict[str, int] = {}
+_RECENT_MAX, _RECENT_CHARS = 64, 65_536
+
+
 def count_tokens(text: str) -> int:
     if not text:
         return 0
-    return int(_encoding().count(text))
+    n = _RECENT.get(text)
+    if n is None:
+        n = int(_encoding().count(text))
+        if len(text) <= _RECENT_CHARS:
+            if len(_RECENT) >= _RECENT_MAX:
+                _RECENT.clear()
+            _RECENT[text] = n
+    return n
 
 
 def warm_up() -> None:

@@ -53,17 +53,45 @@ class StreamResponse:
         except (TimeoutError, aiohttp.ClientError) as e:
             raise _transport_error(e) from e
 
-    async def lines(self) -> AsyncIterator[str]:
-        """Decoded lines without their line ending (``\\n`` or ``\\r\\n``)."""
+    async def lines(self) -> AsyncIterator[list[str]]:
+        """Decoded lines without their line ending (``\\n`` or ``\\r\\n``), in batches:
+        every complete line of one read. A stream's events mostly arrive together, so the
+        caller sets one deadline per read, not one per line (a timer each: measurable at
+        a thousand requests a second)."""
         content = self._response.content
+        parts: list[bytes] = []  # an unfinished line, in pieces (no quadratic joins)
+        size = 0
         while True:
             try:
-                raw = await content.readline(max_line_length=MAX_LINE_BYTES)
+                raw = await content.readany()
             except (TimeoutError, aiohttp.ClientError, HttpProcessingError) as e:
                 raise _transport_error(e) from e
             if not raw:
+                if parts:
+                    yield [_decode(b"".join(parts))]
                 return
-            yield raw.decode("utf-8", "replace").rstrip("\r\n")
+            cut = raw.rfind(b"\n")
+            if cut < 0:
+                parts.append(raw)
+                size += len(raw)
+                if size > MAX_LINE_BYTES:
+                    raise _too_long()
+                continue
+            head = b"".join([*parts, raw[: cut + 1]]) if parts else raw[: cut + 1]
+            rest = raw[cut + 1 :]
+            parts, size = ([rest], len(rest)) if rest else ([], 0)
+            found = head.split(b"\n")[:-1]
+            if len(head) > MAX_LINE_BYTES and any(len(line) > MAX_LINE_BYTES for line in found):
+                raise _too_long()
+            yield [_decode(line) for line in found]
+
+
+def _too_long() -> UpstreamError:
+    return UpstreamError("protocol", f"a line longer than {MAX_LINE_BYTES} bytes")
+
+
+def _decode(line: bytes) -> str:
+    return line.decode("utf-8", "replace").rstrip("\r")
 
 
 def _transport_error(error: BaseException) -> UpstreamError:

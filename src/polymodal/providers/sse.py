@@ -21,35 +21,36 @@ async def events(
 ) -> AsyncIterator[Event]:
     """Yield each event (``event:`` name, default "message", and joined ``data:`` lines).
 
-    The first event must arrive within ``first_s`` of the headers and each later line
+    The first event must arrive within ``first_s`` of the headers and each later read
     within ``idle_s`` of the one before; otherwise `Timeout` (a hung or stalled stream).
     """
-    lines = response.lines()
+    batches = response.lines()
     name = "message"
     data: list[str] = []
     limit = first_s
     while True:
         try:
             async with asyncio.timeout(limit):
-                line = await anext(lines)
+                batch = await anext(batches)
         except StopAsyncIteration:
             break
         except TimeoutError as e:
             what = "first chunk" if limit is first_s else "next chunk"
             raise Timeout(f"{provider}: no {what} within {limit:g}s", provider=provider) from e
-        if not line:
-            if data:
-                yield Event(name, "\n".join(data))
-                limit = idle_s
-            name, data = "message", []
-            continue
-        if line.startswith(":"):
-            continue  # comment / keep-alive
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            name = value
+        for line in batch:
+            if not line:
+                if data:
+                    yield Event(name, "\n".join(data))
+                    limit = idle_s
+                name, data = "message", []
+                continue
+            if line.startswith(":"):
+                continue  # comment / keep-alive
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                name = value
     if data:
         yield Event(name, "\n".join(data))
