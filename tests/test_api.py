@@ -120,6 +120,20 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
     assert _assert_error_shape(r)["code"] == "payload_too_large"
 
 
+async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
+    async def body() -> AsyncIterator[bytes]:  # no content-length: counted as it streams
+        yield b'{"name": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'", "count": 1}'
+
+    r = await client.post(
+        "/probe/things", content=body(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert _assert_error_shape(r)["code"] == "payload_too_large"
+
+
 async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> None:
     r = await client.get("/healthz", headers={"x-request-id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +17,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polymodal.api.errors import error_body, internal_error_body
-from polymodal.domain.errors import PayloadTooLarge
+from polymodal.domain import ids
 from polymodal.observability.metrics import HttpMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -60,7 +59,7 @@ class RequestContextMiddleware:
             elif name == b"content-length" and value.isdigit():
                 length = int(value)
         if not request_id:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = ids.hex_id().encode()
         rid = request_id.decode()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
@@ -79,18 +78,22 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            if length is not None and length > self.max_body:
+            # A declared length is checked here (the server reads no more than it says); a
+            # body without one (chunked) is read up to the limit first.
+            body = receive if length is not None else await self._buffered(receive)
+            if body is None or (length is not None and length > self.max_body):
+                size = f"of {length} bytes " if length is not None else ""
                 await self._send_json(
                     send_with_id,
                     413,
                     error_body(
                         "invalid_request_error",
-                        f"Request body of {length} bytes exceeds the limit of {self.max_body}.",
+                        f"Request body {size}exceeds the limit of {self.max_body} bytes.",
                         "payload_too_large",
                     ),
                 )
             else:
-                await self.app(scope, self._limited(receive), send_with_id)
+                await self.app(scope, body, send_with_id)
         except Exception:
             self.log.exception("unhandled error", route=_route_template(scope))
             if not started:
@@ -109,22 +112,33 @@ class RequestContextMiddleware:
                     tenant_id=state.get("tenant_id"),
                 )
 
-    def _limited(self, receive: Receive) -> Receive:
-        """Count streamed (chunked) bodies too: stop reading past the limit."""
+    async def _buffered(self, receive: Receive) -> Receive | None:
+        """The whole body of a request without a content-length, read up to the limit
+        (None past it) and handed to the app as one message."""
+        parts: list[bytes] = []
         seen = 0
-
-        async def wrapped() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise PayloadTooLarge(
-                        f"Request body exceeds the limit of {self.max_body} bytes."
-                    )
-            return message
+            if message["type"] != "http.request":  # the client left: let the app see it
+                first: Message | None = message
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                return None
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(parts), "more_body": False}
+                break
 
-        return wrapped
+        async def replay() -> Message:
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+                return message
+            return await receive()  # disconnects, for streaming responses
+
+        return replay
 
     @staticmethod
     async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:

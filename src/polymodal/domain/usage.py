@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from polymodal.domain import ids
+
 # A feature tag is ``api`` or ``<kind>:<id>``; only the kind goes into metric labels,
 # so this set is what bounds their cardinality. ``kb:<id>`` is knowledge-base work
 # (ingestion and search embeddings) outside any chatbot.
@@ -57,7 +59,7 @@ class UsageRecord:
     cache_hit: bool = False
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # The ledger's idempotency key: a replayed spool never counts a call twice.
-    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID = field(default_factory=ids.uuid4)
 
 
 class UsageSink(Protocol):

@@ -34,6 +34,7 @@ from polymodal.cache.memory import TTLCache
 from polymodal.db import economics as db
 from polymodal.db.models_economics import TENANT_SUBJECT
 from polymodal.db.scope import tenant_session
+from polymodal.domain import ids
 from polymodal.domain.economics import Quota, RateSnapshot, from_nano, to_nano
 from polymodal.domain.errors import BudgetExceeded, RateLimitExceeded, ServiceUnavailable
 from polymodal.domain.principal import Principal
@@ -328,7 +329,7 @@ class Economics:
         principal = ticket.principal
         month = month_of(self.now())
         accounts = [self.account(principal.tenant_id, b, month) for b in budgets]
-        rid = uuid.uuid4().hex
+        rid = ids.hex_id()
         try:
             result = await self.store.reserve(accounts, rid=rid, amount=amount, ttl_s=self._ttl)
             for _ in range(3):
