@@ -3,6 +3,9 @@ profile) and qdrant-client (the server's code path, run here in its local mode).
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -176,3 +179,30 @@ def test_the_embedded_profile_picks_edge_and_refuses_celery_without_a_server(
     assert runtime.uses_celery(with_redis.model_copy(update={"qdrant_url": "http://q:6333"}))
     with pytest.raises(RuntimeError, match="ingest_queue=celery needs qdrant_url"):
         runtime.check_queue(with_redis.model_copy(update={"ingest_queue": "celery"}))
+
+
+async def test_edge_writes_survive_a_killed_process(tmp_path: Path) -> None:
+    """Acknowledged writes are in the write-ahead log: a process that dies without closing
+    the index (SIGKILL) loses none of them."""
+    t, kb, doc = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    folder = str(tmp_path / "edge")
+    script = f"""
+import asyncio, os, signal, uuid
+from pathlib import Path
+from polymodal.rag.edge_index import EdgeIndex
+from tests.rag.test_index_engines import COLL, point
+index = EdgeIndex(path=Path({folder!r}))
+t, kb, doc = uuid.UUID({str(t)!r}), uuid.UUID({str(kb)!r}), uuid.UUID({str(doc)!r})
+async def main():
+    for n in range(40):  # one batch each: most land after the first flush
+        await index.upsert(COLL, 8, [point(t, kb, doc, n, f"word{{n}}", n)])
+    os.kill(os.getpid(), signal.SIGKILL)
+asyncio.run(main())
+"""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+    assert await proc.wait() == -signal.SIGKILL
+    again = EdgeIndex(path=tmp_path / "edge")
+    try:
+        assert await again.count(COLL, tenant_id=t, kb_id=kb, doc_id=doc) == 40
+    finally:
+        again.close()

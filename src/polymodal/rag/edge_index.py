@@ -17,6 +17,8 @@ search behaves the same on both profiles. Differences, all measured
   tenant's documents never shift a tenant's scores.
 - The folder is locked by its write-ahead log: one process per folder. Celery ingestion
   needs a Qdrant server (rag/runtime.py refuses the combination).
+- Writes are flushed to the segments at most every ``FLUSH_EVERY_S`` (the write-ahead log
+  covers the gap, and is truncated by each flush), as Qdrant's server does.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _KEYWORDS = ("kb_id", "doc_id")
+FLUSH_EVERY_S = 5.0
 
 
 def _edge() -> Any:
@@ -63,6 +67,7 @@ class EdgeIndex:
         self._root = path if path is not None else Path(tempfile.mkdtemp(prefix="pm-edge-"))
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.Lock()
+        self._flushed: dict[str, float] = {}
 
     def _sync(self, fn: Callable[[], T]) -> T:
         with self._lock:
@@ -74,12 +79,20 @@ class EdgeIndex:
     def close(self) -> None:
         with self._lock:
             for shard in self._shards.values():
+                shard.flush()
                 shard.close()
             self._shards.clear()
         if self._tmp:
             shutil.rmtree(self._root, ignore_errors=True)
 
     # --- shards ------------------------------------------------------------------------------
+
+    def _written(self, name: str, shard: qe.EdgeShard) -> None:
+        """After a write (under the lock): flush when the last flush is old enough."""
+        now = time.monotonic()
+        if now - self._flushed.get(name, 0.0) >= FLUSH_EVERY_S:
+            shard.flush()
+            self._flushed[name] = now
 
     def _folder(self, name: str) -> Path:
         return self._root / name
@@ -148,6 +161,7 @@ class EdgeIndex:
             shard = self._open(collection, dimensions)
             assert shard is not None
             shard.update(m.UpdateOperation.upsert_points(batch))
+            self._written(collection, shard)
 
         await self._call(run)
 
@@ -171,6 +185,7 @@ class EdgeIndex:
             shard = self._open(collection, None)
             if shard is not None:
                 shard.update(m.UpdateOperation.delete_points_by_filter(m.Filter(must=must)))
+                self._written(collection, shard)
 
         await self._call(run)
 
