@@ -18,8 +18,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from polymodal.db import migrate as migrations
-from polymodal.db.engine import create_engine, session_factory
 from polymodal.db.models import UsageEvent
 from polymodal.db.models_rag import KnowledgeBase
 from polymodal.db.scope import tenant_session
@@ -27,11 +25,10 @@ from polymodal.rag.cached_search import CachedSearch
 from polymodal.rag.chatbot_reply import ChatbotReplies
 from polymodal.rag.chatbot_setup import semantic_cache
 from polymodal.settings import Settings
-from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider
 from tests.chatbots.support import WordRetriever
-from tests.conftest import make_settings
 from tests.live import LiveServer
+from tests.setup_helpers import fake_chat_deployment, routed_to_fake, seed_tenants, sqlite_settings
 
 FAKE_KEY = "sk-fake-upstream-key-chatbots"
 ENVIRON = {"FAKE_KEY": FAKE_KEY}
@@ -121,63 +118,34 @@ class ChatEnv:
 
 
 def _settings(tmp: Path, fake: FakeProvider, **overrides: Any) -> Settings:
-    deployment = {
-        "id": "fake-writer",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "base_url": fake.base_url,
-        "api_key_env": "FAKE_KEY",
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "context_window": 64000,
-        "max_output_tokens": 4000,
-        "capabilities": ["chat", "json"],
-    }
-    only = ["fake-writer"]
-    return make_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'chatbots.db'}",
-        data_dir=tmp,
-        deployments=[deployment],
-        routes={"simple": only, "complex": only, "critical": only},
-        upstream_first_byte_timeout_s=5.0,
-        upstream_idle_timeout_s=5.0,
-        upstream_total_timeout_s=20.0,
-        first_byte_floor_s=5.0,  # the fake is instant; these tests are not about failover
-        stream_idle_floor_s=5.0,
-        usage_flush_interval_s=60,  # tests flush explicitly
-        upstream_always_stream=False,
-        chatbot_summary_trigger_tokens=120,
-        chatbot_history_messages=2,
-        **overrides,
+    return sqlite_settings(
+        tmp,
+        "chatbots.db",
+        **routed_to_fake(
+            fake_chat_deployment(fake, "fake-writer"),
+            upstream_first_byte_timeout_s=5.0,
+            upstream_idle_timeout_s=5.0,
+            upstream_total_timeout_s=20.0,
+            chatbot_summary_trigger_tokens=120,
+            chatbot_history_messages=2,
+            **overrides,
+        ),
     )
 
 
-async def _prepare(settings: Settings) -> dict[str, Any]:
-    engine = create_engine(settings)
-    await migrations.upgrade(engine)
-    sessions = session_factory(engine)
-    out: dict[str, Any] = {}
-    for tenant, people in (
-        ("bots-a", [("dev@a.test", "developer"), ("viewer@a.test", "viewer")]),
-        ("bots-b", [("dev@b.test", "developer")]),
-    ):
-        created = await admin.create_tenant(sessions, name=tenant, actor="test")
-        out[tenant] = created.id
-        for email, role in people:
-            await admin.add_user(sessions, tenant=tenant, email=email, role=role, actor="test")
-            issued = await admin.issue_key(sessions, tenant=tenant, email=email, actor="test")
-            out[email] = issued.secret
-    await engine.dispose()
-    return out
+PEOPLE = {
+    "bots-a": [("dev@a.test", "developer"), ("viewer@a.test", "viewer")],
+    "bots-b": [("dev@b.test", "developer")],
+}
 
 
 @pytest.fixture(scope="session")
 def cenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatEnv]:
     tmp = tmp_path_factory.mktemp("chatbots")
-    fake = FakeProvider(wire="openai", api_key=FAKE_KEY).start()
-    settings = _settings(tmp, fake)
-    made = asyncio.run(_prepare(settings))
     retriever = WordRetriever()
-    try:
+    with FakeProvider(wire="openai", api_key=FAKE_KEY) as fake:
+        settings = _settings(tmp, fake)
+        made = asyncio.run(seed_tenants(settings, PEOPLE))
         with LiveServer(settings, ENVIRON) as server:
             state = server.state
             assert state.chatbots is not None
@@ -190,19 +158,17 @@ def cenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatEnv]:
                 server=server,
                 fake=fake,
                 retriever=retriever,
-                dev_a=made["dev@a.test"],
-                viewer_a=made["viewer@a.test"],
-                dev_b=made["dev@b.test"],
-                tenant_a=made["bots-a"],
-                tenant_b=made["bots-b"],
+                dev_a=made.keys["dev@a.test"],
+                viewer_a=made.keys["viewer@a.test"],
+                dev_b=made.keys["dev@b.test"],
+                tenant_a=made.tenant_ids["bots-a"],
+                tenant_b=made.tenant_ids["bots-b"],
                 kb_a=uuid.UUID(int=0),
                 kb_b=uuid.UUID(int=0),
             )
             env.kb_a = env.add_kb(env.tenant_a, "handbook")
             env.kb_b = env.add_kb(env.tenant_b, "handbook")
             yield env
-    finally:
-        fake.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -17,14 +17,11 @@ import pytest
 from fpdf import FPDF
 from openai import OpenAI
 
-from polymodal.db import migrate as migrations
-from polymodal.db.engine import create_engine, session_factory
 from polymodal.rag.jobs import InProcessRunner
 from polymodal.settings import Settings
-from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider
-from tests.conftest import make_settings
 from tests.live import LiveServer
+from tests.setup_helpers import fake_chat_deployment, routed_to_fake, seed_tenants, sqlite_settings
 
 FAKE_KEY = "sk-fake-upstream-key-e2e"
 
@@ -50,59 +47,29 @@ class E2E:
 
 
 def _settings(tmp: Path, fake: FakeProvider) -> Settings:
-    writer = {
-        "id": "fake-writer",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "base_url": fake.base_url,
-        "api_key_env": "FAKE_KEY",
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "context_window": 64000,
-        "max_output_tokens": 4000,
-        "capabilities": ["chat"],
-    }
-    only = ["fake-writer"]
-    return make_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'e2e.db'}",
-        data_dir=tmp,
-        deployments=[writer],
-        routes={"simple": only, "complex": only, "critical": only},
-        upstream_first_byte_timeout_s=5.0,
-        upstream_total_timeout_s=20.0,
-        first_byte_floor_s=5.0,
-        stream_idle_floor_s=5.0,
-        usage_flush_interval_s=60,
-        upstream_always_stream=False,
-        ingest_queue="in-process",
+    return sqlite_settings(
+        tmp,
+        "e2e.db",
+        **routed_to_fake(
+            fake_chat_deployment(fake, "fake-writer", capabilities=["chat"]),
+            upstream_first_byte_timeout_s=5.0,
+            upstream_total_timeout_s=20.0,
+            ingest_queue="in-process",
+        ),
     )
 
 
-async def _prepare(settings: Settings) -> dict[str, str]:
-    engine = create_engine(settings)
-    await migrations.upgrade(engine)
-    sessions = session_factory(engine)
-    keys = {}
-    for tenant, email in (("e2e-a", "dev@e2e-a.test"), ("e2e-b", "dev@e2e-b.test")):
-        await admin.create_tenant(sessions, name=tenant, actor="test")
-        await admin.add_user(sessions, tenant=tenant, email=email, role="developer", actor="t")
-        keys[tenant] = (
-            await admin.issue_key(sessions, tenant=tenant, email=email, actor="t")
-        ).secret
-    await engine.dispose()
-    return keys
+PEOPLE = {"e2e-a": [("dev@e2e-a.test", "developer")], "e2e-b": [("dev@e2e-b.test", "developer")]}
 
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     tmp = tmp_path_factory.mktemp("chatbot-e2e")
-    fake = FakeProvider(wire="openai", api_key=FAKE_KEY).start()
-    settings = _settings(tmp, fake)
-    keys = asyncio.run(_prepare(settings))
-    try:
+    with FakeProvider(wire="openai", api_key=FAKE_KEY) as fake:
+        settings = _settings(tmp, fake)
+        keys = asyncio.run(seed_tenants(settings, PEOPLE)).keys
         with LiveServer(settings, {"FAKE_KEY": FAKE_KEY}) as server:
-            yield E2E(server, fake, keys["e2e-a"], keys["e2e-b"])
-    finally:
-        fake.stop()
+            yield E2E(server, fake, keys["dev@e2e-a.test"], keys["dev@e2e-b.test"])
 
 
 def _handbook_pdf() -> bytes:

@@ -18,16 +18,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from polymodal.db import migrate as migrations
-from polymodal.db.engine import create_engine, session_factory
 from polymodal.db.models import ApiKey, UsageEvent
 from polymodal.db.scope import system_session
 from polymodal.domain.usage import FEATURE_KINDS
 from polymodal.templates.catalog import builtin_catalog
-from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider
-from tests.conftest import make_settings
 from tests.live import LiveServer
+from tests.setup_helpers import fake_chat_deployment, routed_to_fake, seed_tenants, sqlite_settings
 
 FAKE_KEY = "sk-fake-upstream-key-0123456789"
 TEMPLATE = "mutual-nda"
@@ -58,57 +55,25 @@ class LedgerEnv:
         return self.server.call(read())
 
 
-async def _prepare(settings: object) -> tuple[dict[str, str], uuid.UUID]:
-    engine = create_engine(settings)  # type: ignore[arg-type]
-    await migrations.upgrade(engine)
-    sessions = session_factory(engine)
-    tenant = await admin.create_tenant(sessions, name="ledger-api", plan="pro", actor="test")
-    keys = {}
-    for email, role in PEOPLE:
-        await admin.add_user(sessions, tenant="ledger-api", email=email, role=role, actor="test")
-        issued = await admin.issue_key(sessions, tenant="ledger-api", email=email, actor="test")
-        keys[email] = issued.secret
-    await engine.dispose()
-    return keys, tenant.id
-
-
 @pytest.fixture(scope="module")
 def lenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerEnv]:
     tmp: Path = tmp_path_factory.mktemp("ledger-api")
-    fake = FakeProvider(wire="openai", api_key=FAKE_KEY).start()
-    chat = {
-        "id": "fake-openai",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "base_url": fake.base_url,
-        "api_key_env": "FAKE_KEY",
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "context_window": 64000,
-        "max_output_tokens": 4000,
-        "capabilities": ["chat", "json"],
-    }
-    only = ["fake-openai"]
-    settings = make_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'ledger.db'}",
-        data_dir=tmp,
-        deployments=[chat],
-        shipped_catalog=False,
-        default_model="fake-openai",
-        default_embedding_model="fake-openai",
-        routes={"simple": only, "complex": only, "critical": only},
-        first_byte_floor_s=5.0,
-        stream_idle_floor_s=5.0,
-        usage_flush_interval_s=60,
-        upstream_always_stream=False,
-    )
-    keys, tenant_id = asyncio.run(_prepare(settings))
-    try:
+    with FakeProvider(wire="openai", api_key=FAKE_KEY) as fake:
+        settings = sqlite_settings(
+            tmp,
+            "ledger.db",
+            **routed_to_fake(
+                fake_chat_deployment(fake, "fake-openai"),
+                shipped_catalog=False,
+                default_model="fake-openai",
+                default_embedding_model="fake-openai",
+            ),
+        )
+        made = asyncio.run(seed_tenants(settings, {"ledger-api": PEOPLE}, plan="pro"))
         with LiveServer(settings, {"FAKE_KEY": FAKE_KEY}) as server:
-            env = LedgerEnv(server, keys, tenant_id)
+            env = LedgerEnv(server, made.keys, made.tenant_ids["ledger-api"])
             _traffic(env)
             yield env
-    finally:
-        fake.stop()
 
 
 def _traffic(env: LedgerEnv) -> None:

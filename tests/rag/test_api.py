@@ -16,13 +16,9 @@ import httpx
 import pytest
 from fpdf import FPDF
 
-from polymodal.db import migrate as migrations
-from polymodal.db.engine import create_engine, session_factory
 from polymodal.rag.jobs import InProcessRunner
-from polymodal.settings import Settings
-from polymodal.tenancy import admin
-from tests.conftest import make_settings
 from tests.live import LiveServer
+from tests.setup_helpers import seed_tenants, sqlite_settings
 
 KB = "/v1/knowledge-bases"
 PAGE = (
@@ -70,23 +66,10 @@ class Api:
         self.server.call(knowledge.queue.drain())
 
 
-async def _prepare(settings: Settings) -> dict[str, str]:
-    engine = create_engine(settings)
-    await migrations.upgrade(engine)
-    sessions = session_factory(engine)
-    keys: dict[str, str] = {}
-    for tenant, people in (
-        ("kb-a", [("dev@a.test", "developer"), ("viewer@a.test", "viewer")]),
-        ("kb-b", [("dev@b.test", "developer")]),
-    ):
-        await admin.create_tenant(sessions, name=tenant, actor="test")
-        for email, role in people:
-            await admin.add_user(sessions, tenant=tenant, email=email, role=role, actor="test")
-            keys[email] = (
-                await admin.issue_key(sessions, tenant=tenant, email=email, actor="t")
-            ).secret
-    await engine.dispose()
-    return keys
+PEOPLE = {
+    "kb-a": [("dev@a.test", "developer"), ("viewer@a.test", "viewer")],
+    "kb-b": [("dev@b.test", "developer")],
+}
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +77,14 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp: Path = tmp_path_factory.mktemp("kb-api")
     pages = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
     threading.Thread(target=pages.serve_forever, daemon=True).start()
-    settings = make_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'kb.db'}",
-        data_dir=tmp,
+    settings = sqlite_settings(
+        tmp,
+        "kb.db",
         usage_flush_interval_s=60,
         ingest_max_document_bytes=64 * 1024,
         fetch_allow_networks=["127.0.0.1/32"],  # the loopback page server only
     )
-    keys = asyncio.run(_prepare(settings))
+    keys = asyncio.run(seed_tenants(settings, PEOPLE)).keys
     try:
         with LiveServer(settings, {}) as server:
             yield Api(
