@@ -79,7 +79,7 @@ def create_app(
     # Built before serving so a bad catalog stops start-up, not the first request.
     http = factory.http_client(settings)
     providers = factory.providers(settings, http)
-    catalog = factory.catalog(settings, environ, providers)
+    catalog = factory.catalog(settings, environ, providers, http=http)
     factory.routes(settings, catalog)  # a route naming a missing deployment stops start-up
     gateway_metrics = GatewayMetrics(metrics.registry)
     usage_metrics = UsageMetrics(

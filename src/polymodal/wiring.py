@@ -64,15 +64,24 @@ def providers(settings: Settings, http: Upstream) -> dict[str, Provider]:
 
 
 def catalog(
-    settings: Settings, environ: Mapping[str, str], by_wire: Mapping[str, Provider]
+    settings: Settings,
+    environ: Mapping[str, str],
+    by_wire: Mapping[str, Provider],
+    *,
+    http: Upstream | None = None,
 ) -> Catalog:
+    """The deployments; ``http``, the providers' client, learns which ones speak HTTP/2."""
+
     def unavailable(d: Deployment) -> str | None:
         check = getattr(by_wire[d.provider], "unavailable_reason", None)
         return check(d) if check is not None else None
 
-    return build_catalog(
+    built = build_catalog(
         settings, environ=environ, wires=by_wire.keys(), unavailable_reason=unavailable
     )
+    if http is not None:
+        http.use_http2(d.base_url for d in built if d.http2 and d.base_url)
+    return built
 
 
 def routes(settings: Settings, catalog: Catalog) -> RouteTable:

@@ -83,7 +83,7 @@ def _build(settings: Settings) -> _Runtime:
         sessions = session_factory(engine)
         http = wiring.http_client(settings)
         providers = wiring.providers(settings, http)
-        catalog = wiring.catalog(settings, dict(os.environ), providers)
+        catalog = wiring.catalog(settings, dict(os.environ), providers, http=http)
         gateway, usage = wiring.gateway(
             settings,
             catalog=catalog,

@@ -32,6 +32,7 @@ class Deployment:
     max_output_tokens: int | None = None
     dimensions: int | None = None  # embedding deployments
     unavailable_reason: str | None = None  # e.g. the key variable is unset
+    http2: bool = False  # call it over HTTP/2
 
     @property
     def available(self) -> bool:

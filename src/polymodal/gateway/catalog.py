@@ -126,6 +126,7 @@ def build_catalog(
             max_output_tokens=spec.max_output_tokens,
             dimensions=spec.dimensions,
             unavailable_reason=reason,
+            http2=spec.http2,
         )
         if reason is None and (reason := unavailable_reason(deployment)):
             deployment = dataclasses.replace(deployment, unavailable_reason=reason)
