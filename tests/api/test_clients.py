@@ -94,3 +94,25 @@ def test_local_embeddings_are_multilingual(env: Env) -> None:
         )
 
     assert cos(a, b) > cos(a, unrelated) + 0.05
+
+
+def test_local_minilm_embeddings_through_the_sdk(env: Env) -> None:
+    """The optional all-MiniLM-L6-v2 (the minilm extra, which the test set-up installs)."""
+    c = openai.OpenAI(base_url=env.base_url, api_key=env.key, max_retries=0)
+    listed = {m.id: m for m in c.models.list().data}
+    assert "local-minilm" in listed
+    data = c.embeddings.create(
+        model="local-minilm",
+        input=[
+            "The cat sleeps on the sofa.",
+            "A kitten is napping on the couch.",
+            "Quarterly revenue grew by eight percent.",
+        ],
+    ).data
+    a, b, unrelated = (d.embedding for d in data)
+    assert len(a) == 384 and abs(sum(x * x for x in a) - 1.0) < 1e-3
+
+    def cos(x: list[float], y: list[float]) -> float:
+        return sum(i * j for i, j in zip(x, y, strict=True))
+
+    assert cos(a, b) > cos(a, unrelated) + 0.2

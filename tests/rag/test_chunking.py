@@ -84,3 +84,27 @@ def test_openai_tokenizer_offsets() -> None:
     assert all(s <= e for s, e in spans)
     chunks = chunk_sections([Section(TEXT)], tok, size=120, overlap=20)
     assert all(c.tokens <= 120 for c in chunks) and len(chunks) > 3
+
+
+def test_minilm_chunks_fit_its_256_token_window() -> None:
+    from polymodal.domain.catalog import Deployment, Price
+    from polymodal.rag.tokenizers import MiniLMTokenizer, for_deployment
+
+    d = Deployment(
+        id="local-minilm",
+        provider="local",
+        model="all-minilm-l6-v2",
+        base_url="",
+        price=Price(0, 0),  # type: ignore[arg-type]
+        context_window=256,
+        capabilities=frozenset({"embeddings"}),
+        dimensions=384,
+    )
+    tok = for_deployment(d)
+    assert isinstance(tok, MiniLMTokenizer) and tok.max_tokens() == 254
+    chunks = chunk_sections([Section(TEXT)], tok, size=tok.max_tokens(), overlap=20)
+    engine = engines.MiniLMEngine()
+    for c in chunks:
+        assert c.tokens <= 254
+        assert engine.count_tokens(c.text) <= 256  # [CLS] + text + [SEP]: nothing truncated
+        assert TEXT[c.char_start : c.char_end] == c.text

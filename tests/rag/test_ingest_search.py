@@ -38,3 +38,20 @@ async def test_upload_ingest_and_search(rag: Rag) -> None:
     assert result.kb_versions == {kb.id: after.version}
     result = await rag.service.search(p, [kb.id], query="wild yeast starter", mode="bm25")
     assert "Sourdough" in result.hits[0].text
+
+
+async def test_a_knowledge_base_on_local_minilm(rag: Rag) -> None:
+    """The optional English MiniLM model as a knowledge base's embedding model: its own
+    collection (same dimensions as e5, other vectors), chunks sized for its 256 tokens."""
+    p = await rag.tenant()
+    kb = await rag.service.create_kb(p, name="facts-minilm", embedding_model="local-minilm")
+    assert kb.embedding_model == "local-minilm" and kb.dimensions == 384
+    long_text = "\n\n".join(DOCS.values()) * 6  # over 256 tokens: several chunks
+    await rag.service.add_upload(
+        p, kb.id, filename="all.txt", content_type=None, data=long_text.encode()
+    )
+    await rag.runner.drain()
+    [doc] = await rag.service.list_documents(p, kb.id)
+    assert doc.status == "ready" and doc.chunks > 1
+    result = await rag.service.search(p, [kb.id], query="which city was buried by ash?")
+    assert "Pompeii" in result.hits[0].text

