@@ -109,14 +109,15 @@ class Seeded:
 
 
 async def seed_tenants(
-    settings: Settings, tenants: Mapping[str, People], *, plan: str = "free"
+    settings: Settings, tenants: Mapping[str, People], *, plan: str = "free", migrate: bool = True
 ) -> Seeded:
-    """Migrate the database of `settings`, then create each tenant (on `plan`) with its
-    people, each holding one API key."""
+    """Migrate the database of `settings` (unless told not to), then create each tenant
+    (on `plan`) with its people, each holding one API key."""
     engine = create_engine(settings)
     seeded = Seeded()
     try:
-        await migrations.upgrade(engine)
+        if migrate:
+            await migrations.upgrade(engine)
         sessions = session_factory(engine)
         for name, people in tenants.items():
             created = await admin.create_tenant(sessions, name=name, plan=plan, actor="test")

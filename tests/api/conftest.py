@@ -10,13 +10,10 @@ from typing import Any
 
 import pytest
 
-from polymodal.db import migrate as migrations
-from polymodal.db.engine import create_engine, session_factory
 from polymodal.settings import Settings
-from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider
-from tests.conftest import make_settings
 from tests.live import LiveServer
+from tests.setup_helpers import seed_tenants, sqlite_settings
 
 FAKE_KEY = "sk-fake-upstream-key-0123456789"
 ENVIRON = {"FAKE_KEY": FAKE_KEY}
@@ -77,9 +74,9 @@ class Env:
 
 
 def _settings(tmp: Path, fakes: dict[str, FakeProvider], **overrides: Any) -> Settings:
-    return make_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp / 'api.db'}",
-        data_dir=tmp,
+    return sqlite_settings(
+        tmp,
+        "api.db",
         deployments=fake_deployments(fakes),
         upstream_first_byte_timeout_s=1.0,
         upstream_idle_timeout_s=1.0,
@@ -93,16 +90,8 @@ def _settings(tmp: Path, fakes: dict[str, FakeProvider], **overrides: Any) -> Se
 
 
 async def _prepare(settings: Settings) -> tuple[str, str]:
-    engine = create_engine(settings)
-    await migrations.upgrade(engine)
-    sessions = session_factory(engine)
-    tenant = await admin.create_tenant(sessions, name="api-tests", actor="test")
-    await admin.add_user(
-        sessions, tenant="api-tests", email="dev@api.test", role="developer", actor="test"
-    )
-    issued = await admin.issue_key(sessions, tenant="api-tests", email="dev@api.test", actor="t")
-    await engine.dispose()
-    return issued.secret, str(tenant.id)
+    made = await seed_tenants(settings, {"api-tests": [("dev@api.test", "developer")]})
+    return made.keys["dev@api.test"], str(made.tenant_ids["api-tests"])
 
 
 @pytest.fixture(scope="module")

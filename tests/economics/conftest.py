@@ -24,8 +24,8 @@ from polymodal.db.engine import create_engine, session_factory
 from polymodal.settings import Settings
 from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider
-from tests.conftest import make_settings
 from tests.live import LiveServer
+from tests.setup_helpers import add_member, every_tier, sqlite_settings
 
 FAKE_KEY = "sk-fake-upstream-economics"
 ENVIRON = {"FAKE_KEY": FAKE_KEY}
@@ -66,13 +66,12 @@ def deployments(fake: FakeProvider) -> list[dict[str, Any]]:
 
 def economics_overrides(fake: FakeProvider) -> dict[str, Any]:
     """Everything but the database: the fake deployments, routes and plans."""
-    route = ["fake-chat"]
     return {
         "deployments": deployments(fake),
         "shipped_catalog": False,
         "default_model": "fake-chat",
         "default_embedding_model": "fake-embed",
-        "routes": {"simple": route, "complex": route, "critical": route},
+        "routes": every_tier("fake-chat"),
         "plan_limits": PLANS,
         "usage_flush_interval_s": 0.2,
         "upstream_always_stream": False,
@@ -80,21 +79,7 @@ def economics_overrides(fake: FakeProvider) -> dict[str, Any]:
 
 
 def economics_settings(tmp: Path, fake: FakeProvider, **overrides: Any) -> Settings:
-    route = ["fake-chat"]
-    values: dict[str, Any] = {
-        "database_url": f"sqlite+aiosqlite:///{tmp / 'economics.db'}",
-        "data_dir": tmp,
-        "deployments": deployments(fake),
-        "shipped_catalog": False,
-        "default_model": "fake-chat",
-        "default_embedding_model": "fake-embed",
-        "routes": {"simple": route, "complex": route, "critical": route},
-        "plan_limits": PLANS,
-        "usage_flush_interval_s": 0.2,
-        "upstream_always_stream": False,
-    }
-    values.update(overrides)
-    return make_settings(**values)
+    return sqlite_settings(tmp, "economics.db", **{**economics_overrides(fake), **overrides})
 
 
 async def migrate(settings: Settings) -> None:
@@ -122,21 +107,10 @@ async def create_tenant(settings: Settings, plan: str = "free") -> Tenant:
     name = f"econ-{uuid.uuid4().hex[:8]}"
     try:
         tenant = await admin.create_tenant(sessions, name=name, plan=plan, actor="test")
-        await admin.add_user(
-            sessions, tenant=name, email=f"owner@{name}.test", role="owner", actor="test"
-        )
-        await admin.add_user(
-            sessions, tenant=name, email=f"member@{name}.test", role="member", actor="test"
-        )
-        owner = await admin.issue_key(
-            sessions, tenant=name, email=f"owner@{name}.test", actor="test"
-        )
-        first = await admin.issue_key(
-            sessions, tenant=name, email=f"member@{name}.test", actor="test"
-        )
-        second = await admin.issue_key(
-            sessions, tenant=name, email=f"member@{name}.test", actor="test"
-        )
+        member = f"member@{name}.test"
+        _, owner = await add_member(sessions, tenant=name, email=f"owner@{name}.test", role="owner")
+        _, first = await add_member(sessions, tenant=name, email=member, role="member")
+        second = await admin.issue_key(sessions, tenant=name, email=member, actor="test")
     finally:
         await engine.dispose()
     return Tenant(
@@ -177,15 +151,11 @@ def env(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     """Upstream calls whole, or streamed even for non-streaming requests (production's
     default): both paths must reserve, settle and release alike."""
     tmp = tmp_path_factory.mktemp("economics")
-    fake = FakeProvider(wire="openai", api_key=FAKE_KEY)
-    fake.start()
-    settings = economics_settings(tmp, fake, upstream_always_stream=request.param == "stream")
-    asyncio.run(migrate(settings))
-    try:
+    with FakeProvider(wire="openai", api_key=FAKE_KEY) as fake:
+        settings = economics_settings(tmp, fake, upstream_always_stream=request.param == "stream")
+        asyncio.run(migrate(settings))
         with LiveServer(settings, ENVIRON) as server:
             yield Env(server, fake, settings)
-    finally:
-        fake.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -17,13 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from polymodal.db import migrate as migrations
-from polymodal.db.engine import create_engine, session_factory
 from polymodal.settings import Settings
-from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider, RefusedPort
 from tests.conftest import make_settings
 from tests.live import LiveServer
+from tests.setup_helpers import seed_tenants
 
 KEY = "sk-upstream"
 ENVIRON = {"UPSTREAM_KEY": KEY}
@@ -94,17 +92,9 @@ def stack_settings(
 
 
 async def _prepare(settings: Settings) -> str:
-    engine = create_engine(settings)
-    await migrations.upgrade(engine)
-    sessions = session_factory(engine)
     name = f"gw-{uuid.uuid4().hex[:6]}"
-    await admin.create_tenant(sessions, name=name, actor="test")
-    await admin.add_user(
-        sessions, tenant=name, email=f"dev@{name}.test", role="developer", actor="test"
-    )
-    issued = await admin.issue_key(sessions, tenant=name, email=f"dev@{name}.test", actor="t")
-    await engine.dispose()
-    return issued.secret
+    email = f"dev@{name}.test"
+    return (await seed_tenants(settings, {name: [(email, "developer")]})).keys[email]
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,13 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from polymodal.db import migrate as migrations
 from polymodal.db.engine import create_engine, session_factory
 from polymodal.settings import Settings
 from polymodal.templates.catalog import builtin_catalog
-from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider
 from tests.conftest import PG_URL, DatabaseTarget, need_service
 from tests.live import LiveServer
+from tests.setup_helpers import routed_to_fake, seed_tenants
 
 FAKE_KEY = "sk-fake-upstream-key-isolation"
 TEMPLATE_BASE = "mutual-nda"
@@ -78,9 +77,8 @@ def _settings(target: DatabaseTarget, fake: FakeProvider) -> Settings:
             **extra,
         }
 
-    only = ["fake-chat"]
     return target.settings(
-        deployments=[
+        **routed_to_fake(
             deployment("fake-chat", "chat", model="gpt-4o-mini", context_window=64000),
             deployment(
                 "fake-embed",
@@ -89,33 +87,20 @@ def _settings(target: DatabaseTarget, fake: FakeProvider) -> Settings:
                 context_window=8000,
                 dimensions=1536,
             ),
-        ],
-        routes={"simple": only, "complex": only, "critical": only},
-        default_embedding_model="fake-embed",
-        upstream_first_byte_timeout_s=5.0,
-        upstream_idle_timeout_s=5.0,
-        upstream_total_timeout_s=10.0,
-        first_byte_floor_s=5.0,
-        stream_idle_floor_s=5.0,
-        usage_flush_interval_s=60,
-        upstream_always_stream=False,
+            default_embedding_model="fake-embed",
+            upstream_first_byte_timeout_s=5.0,
+            upstream_idle_timeout_s=5.0,
+            upstream_total_timeout_s=10.0,
+        )
     )
 
 
 async def _prepare(settings: Settings) -> tuple[Tenant, Tenant]:
-    engine = create_engine(settings)
-    await migrations.upgrade(engine)
-    sessions = session_factory(engine)
-    made = []
-    for label in ("a", "b"):
-        name = f"iso-{label}-{uuid.uuid4().hex[:6]}"
-        email = f"owner@{name}.test"
-        tenant = await admin.create_tenant(sessions, name=name, actor="test")
-        await admin.add_user(sessions, tenant=name, email=email, role="owner", actor="test")
-        issued = await admin.issue_key(sessions, tenant=name, email=email, actor="test")
-        made.append(Tenant(tenant.id, name, issued.secret, email))
-    await engine.dispose()
-    return made[0], made[1]
+    names = [f"iso-{label}-{uuid.uuid4().hex[:6]}" for label in ("a", "b")]
+    owners = {name: f"owner@{name}.test" for name in names}
+    made = await seed_tenants(settings, {name: [(owners[name], "owner")] for name in names})
+    a, b = (Tenant(made.tenant_ids[n], n, made.keys[owners[n]], owners[n]) for n in names)
+    return a, b
 
 
 @contextmanager
@@ -124,14 +109,13 @@ def live_env(tmp: Path) -> Iterator[IsoEnv]:
     need_service("PostgreSQL", PG_URL, 5432)
     target = DatabaseTarget("postgres", tmp)
     asyncio.run(target.create())
-    fake = FakeProvider(wire="openai", api_key=FAKE_KEY).start()
     try:
-        settings = _settings(target, fake)
-        a, b = asyncio.run(_prepare(settings))
-        with LiveServer(settings, ENVIRON) as server:
-            yield IsoEnv(server=server, settings=settings, a=a, b=b)
+        with FakeProvider(wire="openai", api_key=FAKE_KEY) as fake:
+            settings = _settings(target, fake)
+            a, b = asyncio.run(_prepare(settings))
+            with LiveServer(settings, ENVIRON) as server:
+                yield IsoEnv(server=server, settings=settings, a=a, b=b)
     finally:
-        fake.stop()
         asyncio.run(target.drop())
 
 

@@ -24,9 +24,9 @@ from polymodal.db.engine import create_engine, session_factory
 from polymodal.db.models import UsageEvent
 from polymodal.db.scope import system_session
 from polymodal.settings import Settings
-from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider
 from tests.conftest import DatabaseTarget
+from tests.setup_helpers import seed_tenants
 from tests.support import free_port
 
 FAKE_KEY = "sk-fake-upstream-key-0123456789"
@@ -112,17 +112,9 @@ def _config(path: Path, fake: FakeProvider) -> None:
 
 
 async def _prepare(settings: Settings, name: str) -> tuple[str, str]:
-    engine = create_engine(settings)
-    try:
-        sessions = session_factory(engine)
-        tenant = await admin.create_tenant(sessions, name=name, plan="pro", actor="test")
-        await admin.add_user(
-            sessions, tenant=name, email=f"dev@{name}.test", role="developer", actor="test"
-        )
-        issued = await admin.issue_key(sessions, tenant=name, email=f"dev@{name}.test", actor="t")
-        return issued.secret, str(tenant.id)
-    finally:
-        await engine.dispose()
+    email = f"dev@{name}.test"
+    made = await seed_tenants(settings, {name: [(email, "developer")]}, plan="pro", migrate=False)
+    return made.keys[email], str(made.tenant_ids[name])
 
 
 async def _ledger(settings: Settings, tenant_id: str) -> dict[str, int]:

@@ -17,6 +17,12 @@ from polymodal.tenancy import admin
 from polymodal.testing import FakeProvider
 from tests.conftest import DatabaseTarget
 from tests.live import LiveServer
+from tests.setup_helpers import (
+    add_member,
+    fake_chat_deployment,
+    fake_embed_deployment,
+    routed_to_fake,
+)
 
 FAKE_KEY = "sk-fake-upstream-key-identity"
 PASSWORD = "correct horse battery staple"
@@ -61,11 +67,8 @@ class IdEnv:
         tenant = Tenant(name=name, id=str(created.id))
         for role in roles or ROLES:
             email = f"{role}-{uuid.uuid4().hex[:6]}@{name}.test"
-            user_id = self.server.call(
-                admin.add_user(state.sessions, tenant=name, email=email, role=role, actor="test")
-            )
-            issued = self.server.call(
-                admin.issue_key(state.sessions, tenant=name, email=email, actor="test")
+            user_id, issued = self.server.call(
+                add_member(state.sessions, tenant=name, email=email, role=role)
             )
             if passwords:
                 self.set_password(email)
@@ -101,51 +104,25 @@ class IdEnv:
 
 
 def _settings(db: DatabaseTarget, fake: FakeProvider) -> Any:
-    deployment = {
-        "id": "fake-chat",
-        "provider": "openai",
-        "model": "gpt-4o-mini",
-        "base_url": fake.base_url,
-        "api_key_env": "FAKE_KEY",
-        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-        "context_window": 64000,
-        "max_output_tokens": 1000,
-        "capabilities": ["chat", "json"],
-    }
-    embed = {
-        "id": "fake-embed",
-        "provider": "openai",
-        "model": "text-embedding-3-small",
-        "base_url": fake.base_url,
-        "api_key_env": "FAKE_KEY",
-        "price": {"input_per_mtok": 0.5},
-        "context_window": 8000,
-        "dimensions": 1536,
-        "capabilities": ["embeddings"],
-    }
-    only = ["fake-chat"]
     return db.settings(
-        deployments=[deployment, embed],
-        routes={"simple": only, "complex": only, "critical": only},
-        default_embedding_model="fake-embed",
-        upstream_first_byte_timeout_s=5.0,
-        first_byte_floor_s=5.0,
-        stream_idle_floor_s=5.0,
-        upstream_always_stream=False,
-        usage_flush_interval_s=60,
-        login_max_failures=3,
-        login_failure_window_s=600,
-        # Tests in a module share one server: one test's made-up kid must not keep the
-        # next from finding another replica's new key within the throttle.
-        jwt_unknown_kid_reload_s=0.0,
+        **routed_to_fake(
+            fake_chat_deployment(fake, "fake-chat", max_output_tokens=1000),
+            fake_embed_deployment(fake, "fake-embed"),
+            default_embedding_model="fake-embed",
+            upstream_first_byte_timeout_s=5.0,
+            login_max_failures=3,
+            login_failure_window_s=600,
+            # Tests in a module share one server: one test's made-up kid must not keep the
+            # next from finding another replica's new key within the throttle.
+            jwt_unknown_kid_reload_s=0.0,
+        )
     )
 
 
 @pytest.fixture(scope="module")
 def ident(migrated_db: DatabaseTarget) -> Iterator[IdEnv]:
-    fake = FakeProvider(wire="openai", api_key=FAKE_KEY).start()
-    try:
-        with LiveServer(_settings(migrated_db, fake), {"FAKE_KEY": FAKE_KEY}) as server:
-            yield IdEnv(server=server, fake=fake, backend=migrated_db.backend)
-    finally:
-        fake.stop()
+    with (
+        FakeProvider(wire="openai", api_key=FAKE_KEY) as fake,
+        LiveServer(_settings(migrated_db, fake), {"FAKE_KEY": FAKE_KEY}) as server,
+    ):
+        yield IdEnv(server=server, fake=fake, backend=migrated_db.backend)
