@@ -127,6 +127,9 @@ def test_conversation_answer_cites_sources(cenv: ChatEnv, docs: None) -> None:
         body = r.json()
         stored = c.get(f"/chatbots/{bot['id']}/conversations/{conv['id']}").json()
     assert "[1]" in body["message"]["content"]
+    # Rate-limit state on a success too, as on /v1/chat/completions.
+    assert int(r.headers["x-ratelimit-limit-requests"]) > 0
+    assert "x-ratelimit-remaining-tokens" in r.headers
     first = body["citations"][0]
     assert first["n"] == 1 and first["cited"] is True
     assert (first["title"], first["page"], first["chunk"]) == ("Paris guide", 3, 0)
@@ -196,6 +199,7 @@ def test_streamed_message_ends_with_citations_and_is_stored(cenv: ChatEnv, docs:
         )
         stored = c.get(f"/chatbots/{bot['id']}/conversations/{conv['id']}").json()
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert int(r.headers["x-ratelimit-limit-requests"]) > 0
     events = _sse(r.text)
     assert events[-1] == "[DONE]"
     last = events[-2]

@@ -83,6 +83,7 @@ def test_generate_in_the_requested_language_with_the_disclaimer(tenv: TemplatesE
     assert body["calls"] == 1 and body["usage"]["completion_tokens"] > 0
     assert "tier=critical" in r.headers["x-polymodal-route"]  # the template's tier hint
     assert r.headers["x-polymodal-deployment"] == "fake-writer"
+    assert int(r.headers["x-ratelimit-limit-requests"]) > 0  # as on /v1/chat/completions
 
     (sent,) = _bodies(tenv)
     assert sent["messages"][0]["role"] == "system"

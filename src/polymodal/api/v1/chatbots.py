@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -28,44 +27,17 @@ from polymodal.api.deps import state_of as app_state_of
 from polymodal.api.errors import error_body
 from polymodal.api.responses import JSONResponse
 from polymodal.api.state import AppState
-from polymodal.api.v1.openai_compat import SSE_HEADERS, TIER_HEADER, _route_headers
-from polymodal.domain.chat import ChatChunk, ChatCompletion, ChatRequest, EmbeddingRequest, Message
+from polymodal.api.v1.callers import GatewayCaller
+from polymodal.api.v1.openai_compat import SSE_HEADERS, _route_headers
+from polymodal.domain.chat import Message
 from polymodal.domain.errors import NotFound, PolymodalError, ServiceUnavailable, ValidationFailed
 from polymodal.domain.principal import Principal
-from polymodal.gateway.service import CallContext, Gateway, Routed
+from polymodal.gateway.service import Routed
 from polymodal.rag.chatbot_reply import Answer, ChatbotReplies, Prepared, StreamedAnswer
 from polymodal.rag.chatbots import ChatbotSpec, ChatbotView, ConversationView, MessageView
 
 router = APIRouter(prefix="/v1/chatbots", tags=["chatbots"])
 MAX_PAGE = 100
-
-
-@dataclass(frozen=True, slots=True)
-class ChatbotCaller:
-    """The gateway bound to one caller: chat, streams and the cache's query embeddings,
-    each a usage row of the chatbot's feature."""
-
-    gateway: Gateway
-    principal: Principal
-    request_id: str
-    embedding_model: str
-    tier_header: str | None = None
-
-    def _ctx(self, feature: str) -> CallContext:
-        return CallContext(self.principal, feature, self.request_id, self.tier_header)
-
-    async def chat(self, feature: str, request: ChatRequest) -> tuple[ChatCompletion, Routed]:
-        return await self.gateway.chat(self._ctx(feature), request)
-
-    async def chat_stream(
-        self, feature: str, request: ChatRequest
-    ) -> tuple[AsyncIterator[ChatChunk], Routed]:
-        return await self.gateway.chat_stream(self._ctx(feature), request)
-
-    async def embed_query(self, text: str, *, feature: str) -> list[float]:
-        request = EmbeddingRequest(model=self.embedding_model, inputs=[text], input_type="query")
-        result, _ = await self.gateway.embed(self._ctx(feature), request)
-        return result.vectors[0]
 
 
 def _service(state: AppState) -> ChatbotReplies:
@@ -74,14 +46,8 @@ def _service(state: AppState) -> ChatbotReplies:
     return state.chatbots
 
 
-def _caller(request: Request, principal: Principal, state: AppState) -> ChatbotCaller:
-    return ChatbotCaller(
-        gateway=state.gateway,
-        principal=principal,
-        request_id=request.scope.get("state", {}).get("request_id", ""),
-        embedding_model=state.settings.semantic_cache_embedding_model,
-        tier_header=request.headers.get(TIER_HEADER),
-    )
+def _caller(request: Request, principal: Principal, state: AppState) -> GatewayCaller:
+    return GatewayCaller.of(request, principal, state)
 
 
 def _id(value: str, what: str) -> uuid.UUID:
@@ -221,11 +187,12 @@ def _completion(done: Answer[Routed]) -> dict[str, Any]:
     }
 
 
-def _headers(routed: Routed | None, prepared: Prepared) -> dict[str, str]:
+def _headers(routed: Routed | None, prepared: Prepared, caller: GatewayCaller) -> dict[str, str]:
     headers = {
         "content-language": prepared.language,
         "x-polymodal-retrieval-cache": prepared.outcome.cache,
     }
+    headers.update(caller.limit_headers())
     return {**headers, **_route_headers(routed)} if routed is not None else headers
 
 
@@ -241,11 +208,11 @@ async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-def _streaming(streamed: StreamedAnswer[Routed]) -> StreamingResponse:
+def _streaming(streamed: StreamedAnswer[Routed], caller: GatewayCaller) -> StreamingResponse:
     return StreamingResponse(
         _sse(streamed.chunks),
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, **_headers(streamed.routed, streamed.prepared)},
+        headers={**SSE_HEADERS, **_headers(streamed.routed, streamed.prepared, caller)},
     )
 
 
@@ -366,7 +333,7 @@ async def post_message(
         conversation_id=_id(conversation_id, "conversation"),
     )
     if body.stream:
-        return _streaming(await service.reply_stream(principal, prepared, caller))
+        return _streaming(await service.reply_stream(principal, prepared, caller), caller)
     done = await service.reply(principal, prepared, caller)
     return JSONResponse(
         {
@@ -381,7 +348,7 @@ async def post_message(
             "usage": done.usage,
             **done.extension(),
         },
-        headers=_headers(done.routed, prepared),
+        headers=_headers(done.routed, prepared, caller),
     )
 
 
@@ -417,6 +384,6 @@ async def chat_completions(chatbot_id: str, request: Request) -> JSONResponse | 
         param=f"messages.{len(body.messages) - 1}.content",
     )
     if body.stream:
-        return _streaming(await service.reply_stream(principal, prepared, caller))
+        return _streaming(await service.reply_stream(principal, prepared, caller), caller)
     done = await service.reply(principal, prepared, caller)
-    return JSONResponse(_completion(done), headers=_headers(done.routed, prepared))
+    return JSONResponse(_completion(done), headers=_headers(done.routed, prepared, caller))

@@ -23,6 +23,7 @@ from polymodal.api.deps import CurrentPrincipal, State, authenticate
 from polymodal.api.deps import state_of as app_state_of
 from polymodal.api.errors import error_body
 from polymodal.api.responses import JSONResponse
+from polymodal.api.v1.callers import TIER_HEADER
 from polymodal.domain.chat import (
     COMMON_PARAMS,
     ChatChunk,
@@ -105,9 +106,6 @@ def to_chat_request(body: ChatCompletionIn) -> ChatRequest:
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         params=params,
     )
-
-
-TIER_HEADER = "x-polymodal-tier"
 
 
 def _route_headers(routed: Routed) -> dict[str, str]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -19,11 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from polymodal.api.deps import CurrentPrincipal, State
 from polymodal.api.responses import JSONResponse
+from polymodal.api.v1.callers import GatewayCaller
 from polymodal.api.v1.openai_compat import SSE_HEADERS, _route_headers, _sse
-from polymodal.domain.chat import ChatChunk, ChatCompletion, ChatRequest
 from polymodal.domain.errors import ValidationFailed
 from polymodal.domain.principal import Principal
-from polymodal.gateway.service import CallContext, Gateway, Routed
 from polymodal.templates.generation import Options
 from polymodal.templates.inputs import check_language
 from polymodal.templates.prompting import Rendered, VoiceRequest
@@ -35,29 +32,8 @@ router = APIRouter(prefix="/v1/templates", tags=["templates"])
 AcceptLanguage = Annotated[str | None, Header(alias="accept-language")]
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayCaller:
-    """The gateway, bound to one caller, as the template service's ``ChatCaller``."""
-
-    gateway: Gateway
-    principal: Principal
-    request_id: str
-
-    def _ctx(self, feature: str) -> CallContext:
-        return CallContext(self.principal, feature, self.request_id)
-
-    async def chat(self, feature: str, request: ChatRequest) -> tuple[ChatCompletion, Routed]:
-        return await self.gateway.chat(self._ctx(feature), request)
-
-    async def chat_stream(
-        self, feature: str, request: ChatRequest
-    ) -> tuple[AsyncIterator[ChatChunk], Routed]:
-        return await self.gateway.chat_stream(self._ctx(feature), request)
-
-
 def _caller(request: Request, principal: Principal, state: State) -> GatewayCaller:
-    request_id = request.scope.get("state", {}).get("request_id", "")
-    return GatewayCaller(state.gateway, principal, request_id)
+    return GatewayCaller.of(request, principal, state)
 
 
 def _ui_lang(accept_language: str | None) -> str:
@@ -371,6 +347,7 @@ async def generate(
             headers={
                 **SSE_HEADERS,
                 **_route_headers(routed),
+                **caller.limit_headers(),
                 "content-language": rendered.voice.lang,
                 "x-polymodal-language-retry": "1" if info.language_retry else "0",
             },
@@ -400,5 +377,9 @@ async def generate(
             "json_repaired": done.json_repaired,
             "calls": done.calls,
         },
-        headers={**_route_headers(done.routed), "content-language": rendered.voice.lang},
+        headers={
+            **_route_headers(done.routed),
+            **caller.limit_headers(),
+            "content-language": rendered.voice.lang,
+        },
     )
