@@ -8,10 +8,12 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
+import httpx
 import uvicorn
 
 from polymodal.api.state import AppState
 from polymodal.app import create_app
+from polymodal.rag.jobs import InProcessRunner
 from polymodal.settings import Settings
 from tests.support import free_port
 
@@ -56,3 +58,23 @@ class LiveServer:
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's loop (e.g. flush the usage recorder)."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    def client(
+        self,
+        key: str | None,
+        *,
+        path: str = "",
+        timeout: float = 30,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Client:
+        """An HTTP client for `base_url + path`, with `key` as its bearer token if given."""
+        sent = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(
+            base_url=self.base_url + path, headers={**sent, **(headers or {})}, timeout=timeout
+        )
+
+    def drain_ingestion(self) -> None:
+        """Run the in-process ingestion queue until it is empty."""
+        knowledge = self.state.knowledge
+        assert knowledge is not None and isinstance(knowledge.queue, InProcessRunner)
+        self.call(knowledge.queue.drain())

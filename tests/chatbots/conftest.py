@@ -58,11 +58,7 @@ class ChatEnv:
         return service
 
     def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {key or self.dev_a}"},
-            timeout=60,
-        )
+        return self.server.client(key or self.dev_a, path="/v1", timeout=60)
 
     def usage_rows(self, feature: str) -> list[UsageEvent]:
         self.server.call(self.server.state.usage.flush())

@@ -17,7 +17,6 @@ import pytest
 from fpdf import FPDF
 from openai import OpenAI
 
-from polymodal.rag.jobs import InProcessRunner
 from polymodal.settings import Settings
 from polymodal.testing import FakeProvider
 from tests.live import LiveServer
@@ -34,16 +33,10 @@ class E2E:
     other_key: str
 
     def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.base_url + "/v1",
-            headers={"Authorization": f"Bearer {key or self.key}"},
-            timeout=120,
-        )
+        return self.server.client(key or self.key, path="/v1", timeout=120)
 
     def drain(self) -> None:
-        knowledge = self.server.state.knowledge
-        assert knowledge is not None and isinstance(knowledge.queue, InProcessRunner)
-        self.server.call(knowledge.queue.drain())
+        self.server.drain_ingestion()
 
 
 def _settings(tmp: Path, fake: FakeProvider) -> Settings:

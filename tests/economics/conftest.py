@@ -131,11 +131,7 @@ class Env:
     settings: Settings
 
     def client(self, key: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.base_url + "/v1",
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-        )
+        return self.server.client(key, path="/v1")
 
     def tenant(self, plan: str = "free") -> Tenant:
         return asyncio.run(create_tenant(self.settings, plan))

@@ -27,10 +27,8 @@ from tests.live import LiveServer
 
 @pytest.fixture
 def fake() -> Iterator[FakeProvider]:
-    f = FakeProvider(wire="openai", api_key=FAKE_KEY)
-    f.start()
-    yield f
-    f.stop()
+    with FakeProvider(wire="openai", api_key=FAKE_KEY) as f:
+        yield f
 
 
 def test_limits_and_budgets_on_each_backend(
@@ -47,11 +45,7 @@ def test_limits_and_budgets_on_each_backend(
             server.call(server.state.usage.flush())
 
         def client(key: str) -> httpx.Client:
-            return httpx.Client(
-                base_url=server.base_url + "/v1",
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-            )
+            return server.client(key, path="/v1")
 
         with client(t.owner_key) as owner, client(t.key) as member, client(t.other_key) as other:
             # Spend before any budget exists: the ledger has it.

@@ -44,8 +44,7 @@ class IsoEnv:
     b: Tenant
 
     def client(self, key: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.server.base_url, headers=headers, timeout=60)
+        return self.server.client(key, timeout=60)
 
     @asynccontextmanager
     async def sessions(self) -> AsyncIterator[async_sessionmaker[AsyncSession]]:

@@ -38,11 +38,7 @@ class LedgerEnv:
     tenant_id: uuid.UUID
 
     def client(self, email: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.base_url + "/v1",
-            headers={"Authorization": f"Bearer {self.keys[email]}"},
-            timeout=30,
-        )
+        return self.server.client(self.keys[email], path="/v1")
 
     def rows(self) -> list[UsageEvent]:
         self.server.call(self.server.state.usage.flush())

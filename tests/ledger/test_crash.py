@@ -78,10 +78,8 @@ class ServeProcess:
 
 @pytest.fixture
 def fake() -> Iterator[FakeProvider]:
-    provider = FakeProvider(wire="openai", api_key=FAKE_KEY)
-    provider.start()
-    yield provider
-    provider.stop()
+    with FakeProvider(wire="openai", api_key=FAKE_KEY) as provider:
+        yield provider
 
 
 def _config(path: Path, fake: FakeProvider) -> None:

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from fpdf import FPDF
 
-from polymodal.rag.jobs import InProcessRunner
 from tests.live import LiveServer
 from tests.setup_helpers import seed_tenants, sqlite_settings
 
@@ -54,16 +53,10 @@ class Api:
     pages: str
 
     def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.base_url,
-            headers={"Authorization": f"Bearer {key or self.dev_a}"},
-            timeout=60,
-        )
+        return self.server.client(key or self.dev_a, timeout=60)
 
     def drain(self) -> None:
-        knowledge = self.server.state.knowledge
-        assert knowledge is not None and isinstance(knowledge.queue, InProcessRunner)
-        self.server.call(knowledge.queue.drain())
+        self.server.drain_ingestion()
 
 
 PEOPLE = {

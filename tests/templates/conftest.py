@@ -34,11 +34,7 @@ class TemplatesEnv:
     tenant_a: str
 
     def client(self, key: str | None = None, **headers: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.base_url + "/v1",
-            headers={"Authorization": f"Bearer {key or self.dev_a}", **headers},
-            timeout=30,
-        )
+        return self.server.client(key or self.dev_a, path="/v1", headers=headers)
 
     def usage_rows(self, request_id: str) -> list[UsageEvent]:
         self.server.call(self.server.state.usage.flush())

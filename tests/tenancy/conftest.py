@@ -55,9 +55,7 @@ class IdEnv:
         return self.server.base_url
 
     def client(self, token: str | None = None, **headers: str) -> httpx.Client:
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        return self.server.client(token, headers=headers)
 
     def tenant(self, roles: list[str] | None = None, *, passwords: bool = True) -> Tenant:
         """A new tenant with one member per role (owner first), each with an API key."""
