@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from polymodal.api.deps import CurrentPrincipal, State
 from polymodal.api.responses import JSONResponse
+from polymodal.api.state import AppState
+from polymodal.domain.principal import Principal
 from polymodal.tenancy import economics_admin as service
 from polymodal.tenancy.economics import duration
 
@@ -130,18 +132,24 @@ async def get_budget(principal: CurrentPrincipal, state: State) -> JSONResponse:
     return _budget(await service.budget_view(state.economics, principal=principal, key_id=None))
 
 
-@router.put("/budgets")
-async def put_budget(body: BudgetIn, principal: CurrentPrincipal, state: State) -> JSONResponse:
-    """Set the tenant's monthly budget (`budgets:write`)."""
+async def _set_budget(
+    state: AppState, principal: Principal, key_id: uuid.UUID | None, body: BudgetIn
+) -> JSONResponse:
     view = await service.set_budget(
         state.economics,
         principal=principal,
-        key_id=None,
+        key_id=key_id,
         monthly_limit_usd=body.monthly_limit_usd,
         mode=body.mode,
         alert_thresholds=body.alert_thresholds,
     )
     return _budget(view)
+
+
+@router.put("/budgets")
+async def put_budget(body: BudgetIn, principal: CurrentPrincipal, state: State) -> JSONResponse:
+    """Set the tenant's monthly budget (`budgets:write`)."""
+    return await _set_budget(state, principal, None, body)
 
 
 @router.delete("/budgets", status_code=204)
@@ -159,15 +167,7 @@ async def get_key_budget(key_id: KeyId, principal: CurrentPrincipal, state: Stat
 async def put_key_budget(
     key_id: KeyId, body: BudgetIn, principal: CurrentPrincipal, state: State
 ) -> JSONResponse:
-    view = await service.set_budget(
-        state.economics,
-        principal=principal,
-        key_id=key_id,
-        monthly_limit_usd=body.monthly_limit_usd,
-        mode=body.mode,
-        alert_thresholds=body.alert_thresholds,
-    )
-    return _budget(view)
+    return await _set_budget(state, principal, key_id, body)
 
 
 @router.delete("/keys/{key_id}/budget", status_code=204)
@@ -182,18 +182,28 @@ async def get_limits(principal: CurrentPrincipal, state: State) -> JSONResponse:
     return _limits(await service.limits_view(state.economics, principal=principal))
 
 
-@router.put("/limits")
-async def put_limits(body: LimitsIn, principal: CurrentPrincipal, state: State) -> JSONResponse:
-    """Narrow the tenant's limits within its plan (`limits:write`)."""
+async def _set_limits(
+    state: AppState,
+    principal: Principal,
+    key_id: uuid.UUID | None,
+    plan: str | None,
+    body: LimitsIn | KeyLimitsIn,
+) -> JSONResponse:
     view = await service.set_limits(
         state.economics,
         principal=principal,
-        key_id=None,
-        plan=body.plan,
+        key_id=key_id,
+        plan=plan,
         requests_per_minute=body.requests_per_minute,
         tokens_per_minute=body.tokens_per_minute,
     )
     return _limits(view)
+
+
+@router.put("/limits")
+async def put_limits(body: LimitsIn, principal: CurrentPrincipal, state: State) -> JSONResponse:
+    """Narrow the tenant's limits within its plan (`limits:write`)."""
+    return await _set_limits(state, principal, None, body.plan, body)
 
 
 @router.get("/keys/{key_id}/limits")
@@ -205,12 +215,4 @@ async def get_key_limits(key_id: KeyId, principal: CurrentPrincipal, state: Stat
 async def put_key_limits(
     key_id: KeyId, body: KeyLimitsIn, principal: CurrentPrincipal, state: State
 ) -> JSONResponse:
-    view = await service.set_limits(
-        state.economics,
-        principal=principal,
-        key_id=key_id,
-        plan=None,
-        requests_per_minute=body.requests_per_minute,
-        tokens_per_minute=body.tokens_per_minute,
-    )
-    return _limits(view)
+    return await _set_limits(state, principal, key_id, None, body)
