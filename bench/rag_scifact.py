@@ -51,7 +51,7 @@ from polymodal.rag.edge_index import EdgeIndex
 from polymodal.rag.errors import DuplicateDocument
 from polymodal.rag.index import ChunkPoint, collection_name
 from polymodal.rag.parsers import parse
-from polymodal.rag.search import HybridRetriever
+from polymodal.rag.search import HybridRetriever, SearchConfig
 
 DATA = EVAL_DATA / "scifact"
 MODES = ("bm25", "dense", "hybrid")
@@ -110,12 +110,63 @@ async def bm25_full(
     }
 
 
+GRID = [(k, c) for k in (10, 30, 60) for c in (20, 50, 100)]  # (rrf_k, candidates)
+
+
+async def _hybrid_ndcg(
+    retriever: HybridRetriever,
+    tenant_id: uuid.UUID,
+    kb_id: uuid.UUID,
+    by_uuid: dict[str, str],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+) -> float:
+    ndcg = []
+    for qid, rel in qrels.items():
+        r = await retriever.search(
+            tenant_id=tenant_id, kb_ids=[kb_id], query=queries[qid], top_k=40, mode="hybrid"
+        )
+        ndcg.append(ndcg_at(dedupe(by_uuid[str(h.doc_id)] for h in r.hits), rel))
+    return sum(ndcg) / len(ndcg)
+
+
+async def tune(
+    retriever: HybridRetriever,
+    tenant_id: uuid.UUID,
+    kb_id: uuid.UUID,
+    by_uuid: dict[str, str],
+    train: tuple[dict[str, str], dict[str, dict[str, int]]],
+    test: tuple[dict[str, str], dict[str, dict[str, int]]],
+) -> dict[str, Any]:
+    """Fusion settings chosen on the TRAIN queries, then measured once on the test ones."""
+    default = retriever._config
+    on_train = {}
+    for k, c in GRID:
+        retriever._config = SearchConfig(candidates=c, rrf_k=k)
+        on_train[f"k={k},candidates={c}"] = await _hybrid_ndcg(
+            retriever, tenant_id, kb_id, by_uuid, *train
+        )
+        print("train", k, c, round(on_train[f"k={k},candidates={c}"], 4), flush=True)
+    best = max(on_train, key=lambda name: on_train[name])
+    k, c = (int(part.split("=")[1]) for part in best.split(","))
+    retriever._config = SearchConfig(candidates=c, rrf_k=k)
+    test_ndcg = await _hybrid_ndcg(retriever, tenant_id, kb_id, by_uuid, *test)
+    retriever._config = default
+    return {
+        "train_queries": len(train[1]),
+        "hybrid_ndcg@10_on_train": on_train,
+        "chosen": best,
+        "hybrid_ndcg@10_on_test_with_chosen": test_ndcg,
+    }
+
+
 async def service_run(
     corpus: list[dict[str, Any]],
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     tmp: Path,
     cache: FileCache,
+    train: tuple[dict[str, str], dict[str, dict[str, int]]] | None = None,
 ) -> dict[str, Any]:
     async with Stack(tmp / "svc", cache=cache, ingest_concurrency=1) as stack:
         p = await stack.tenant("scifact")
@@ -159,7 +210,11 @@ async def service_run(
                 "recall@10": sum(recall) / len(recall),
                 "search_s": round(time.perf_counter() - t0, 1),
             }
+        tuned = None
+        if train is not None:
+            tuned = await tune(retriever, p.tenant_id, kb.id, by_uuid, train, (queries, qrels))
         return {
+            "tuned_on_train": tuned,
             "documents": len(by_uuid),
             "duplicates_refused": duplicates,
             "failed": failed,
@@ -179,6 +234,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--skip-bm25-full", action="store_true")
     ap.add_argument("--out", default="rag_scifact")
+    ap.add_argument(
+        "--tune-on-train",
+        action="store_true",
+        help="also choose rrf_k and candidates on the train queries, then measure on test",
+    )
     args = ap.parse_args()
 
     corpus = list(read_jsonl(DATA / "corpus.jsonl"))
@@ -205,7 +265,12 @@ def main() -> None:
             )
             print("bm25, whole corpus:", out["bm25_full_corpus"], flush=True)
             write_result(args.out, out)  # a partial run still leaves this part
-        out["subset"] = asyncio.run(service_run(subset, queries, qrels, tmp, cache))
+        train = None
+        if args.tune_on_train:
+            every = {q["_id"]: q["text"] for q in read_jsonl(DATA / "queries_all.jsonl")}
+            train_qrels = read_qrels(DATA / "qrels" / "train.tsv")
+            train = (every, train_qrels)
+        out["subset"] = asyncio.run(service_run(subset, queries, qrels, tmp, cache, train))
     out["load_average_end"] = load_average()
     out["subset"]["corpus_fraction"] = round(len(subset) / len(corpus), 3)
     rows = []

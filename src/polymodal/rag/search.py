@@ -34,8 +34,8 @@ MAX_QUERY_CHARS = 4000
 
 @dataclass(frozen=True, slots=True)
 class SearchConfig:
-    candidates: int = 50
-    rrf_k: int = 60
+    candidates: int = 100
+    rrf_k: int = 10
 
 
 def rrf(
