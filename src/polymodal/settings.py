@@ -342,7 +342,7 @@ class Settings(BaseSettings):
         "comes from Qdrant (modifier=IDF).",
     )
     # Chosen on SciFact's train queries (809; bench/rag_scifact.py --tune-on-train), then
-    # measured once on its test queries: hybrid nDCG@10 0.706 against 0.695 with the
+    # measured on its test queries: hybrid nDCG@10 0.704-0.706 against 0.695 with the
     # textbook k=60 and 50 candidates. A small k lets one arm's top ranks decide.
     search_candidates: int = Field(
         default=100,
