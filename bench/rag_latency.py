@@ -37,7 +37,9 @@ from rag_common import Stack, load_average, table, write_result
 from polymodal.rag.bm25 import Bm25
 from polymodal.rag.edge_index import EdgeIndex
 from polymodal.rag.index import ChunkPoint, QdrantClientIndex, VectorIndex, collection_name
-from polymodal.rag.search import rrf
+from polymodal.rag.search import SearchConfig, rrf
+
+LIMIT = SearchConfig().candidates  # per arm, as the retriever asks by default
 
 WORDS = [
     "harbour",
@@ -187,9 +189,9 @@ async def _measure(
         dense = q.tolist()
         started, cpu0 = time.perf_counter(), time.process_time()
         d, s = await index.search(
-            coll, tenant_id=tenant, kb_ids=[kb], dense=dense, sparse=sparse, limit=50
+            coll, tenant_id=tenant, kb_ids=[kb], dense=dense, sparse=sparse, limit=LIMIT
         )
-        fused = rrf([d, s], 60)[:8]
+        fused = rrf([d, s], SearchConfig().rrf_k)[:8]
         timings.append((time.perf_counter() - started) * 1000)
         cpu.append((time.process_time() - cpu0) * 1000)
         assert fused and all(m.payload["tenant_id"] == str(tenant) for m in d)

@@ -247,7 +247,7 @@ class Settings(BaseSettings):
     qdrant_embedded_engine: Literal["edge", "client"] = Field(
         default="edge",
         description="The embedded index when qdrant_url is unset: `edge` = Qdrant Edge, "
-        "Qdrant's engine in-process (~20 ms per query at 100k chunks); `client` = "
+        "Qdrant's engine in-process (~30 ms per query at 100k chunks); `client` = "
         "qdrant-client's pure-Python local mode (scans every point; for tests of the "
         "server code path).",
     )

@@ -5,7 +5,7 @@ Same collections, payload, payload indexes and filters as the server (rag/index.
 search behaves the same on both profiles. Differences, all measured
 (bench/rag_latency.py):
 
-- Points stay in Qdrant's plain (brute-force, in Rust) segments: ~20 ms per hybrid query
+- Points stay in Qdrant's plain (brute-force, in Rust) segments: ~30 ms per hybrid query
   at 100k chunks in one tenant. Building HNSW (``optimize``) halves that but holds the
   GIL for a minute or more per 100k points, which would freeze the server, so it is
   never run while serving; ``polymodal admin index optimize`` runs it with the server

@@ -5,7 +5,7 @@
 - ``EdgeIndex`` (rag/edge_index.py): Qdrant Edge, Qdrant's in-process engine (Rust),
   in a folder: the embedded profile's default. The client's local mode scans every
   point in Python (over a second per query at 10k chunks); Edge searches 100k in
-  ~20 ms (bench/rag_latency.py).
+  ~30 ms (bench/rag_latency.py).
 
 One collection per embedding model (``kb_<deployment>_<dims>``) holds every tenant's
 chunks: a dense vector (cosine) and a BM25 sparse vector (``modifier=IDF``) per point,
