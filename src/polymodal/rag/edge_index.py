@@ -8,7 +8,7 @@ search behaves the same on both profiles. Differences, all measured
 - Points stay in Qdrant's plain (brute-force, in Rust) segments: ~30 ms per hybrid query
   at 100k chunks in one tenant. Building HNSW (``optimize``) halves that but holds the
   GIL for a minute or more per 100k points, which would freeze the server, so it is
-  never run while serving; ``polymodal admin index optimize`` runs it with the server
+  never run while serving; ``polymodal admin index-optimize`` runs it with the server
   stopped.
 - A query holds the GIL while it runs (the binding does not release it), so the lock
   below costs nothing extra; calls still go through a worker thread to keep one code
