@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from polymodal.rag.bm25 import SparseVector
-from polymodal.rag.index import DENSE, SPARSE, ChunkPoint, Match, chunk_payload, point_id
+from polymodal.rag.index import (
+    DENSE,
+    SPARSE,
+    ChunkPoint,
+    Match,
+    chunk_payload,
+    point_id,
+    split_arms,
+)
 
 if TYPE_CHECKING:
     import qdrant_edge as qe
@@ -281,10 +289,7 @@ class EdgeIndex:
             answers = shard.query_batch(m.QueryBatchRequest(requests))
             return [[Match(dict(p.payload or {}), p.score) for p in a] for a in answers]
 
-        results = await self._call(run)
-        dense_hits = results.pop(0) if dense is not None else []
-        sparse_hits = results.pop(0) if results else []
-        return dense_hits, sparse_hits
+        return split_arms(await self._call(run), dense)
 
     # --- maintenance ----------------------------------------------------------------------------
 

@@ -118,6 +118,15 @@ class VectorIndex(Protocol):
         ...
 
 
+def split_arms(
+    results: list[list[Match]], dense: list[float] | None
+) -> tuple[list[Match], list[Match]]:
+    """(dense hits, BM25 hits) from a batch that asked for either arm or both."""
+    dense_hits = results.pop(0) if dense is not None else []
+    sparse_hits = results.pop(0) if results else []
+    return dense_hits, sparse_hits
+
+
 def chunk_payload(p: ChunkPoint) -> dict[str, Any]:
     return {
         **p.payload,
@@ -330,10 +339,7 @@ class QdrantClientIndex:
             answers = self._client.query_batch_points(collection, requests=requests)
             return [[Match(p.payload or {}, p.score) for p in a.points] for a in answers]
 
-        results = await self._call(run)
-        dense_hits = results.pop(0) if dense is not None else []
-        sparse_hits = results.pop(0) if results else []
-        return dense_hits, sparse_hits
+        return split_arms(await self._call(run), dense)
 
 
 def _match(key: str, value: uuid.UUID) -> models.FieldCondition:

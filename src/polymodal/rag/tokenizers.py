@@ -31,7 +31,16 @@ class Tokenizer(Protocol):
         ...
 
 
-class E5Tokenizer:
+class _LocalTokenizer:
+    """A local embedding engine's own tokenizer, with character offsets."""
+
+    _engine: Any
+
+    def spans(self, text: str) -> list[Span]:
+        return [(s, e) for _t, s, e in self._engine.tokenize_with_offsets(text)]
+
+
+class E5Tokenizer(_LocalTokenizer):
     name = "multilingual-e5-small"
 
     def __init__(self) -> None:
@@ -39,14 +48,11 @@ class E5Tokenizer:
 
         self._engine = engines.EmbeddingEngine(threads=1)
 
-    def spans(self, text: str) -> list[Span]:
-        return [(s, e) for _t, s, e in self._engine.tokenize_with_offsets(text)]
-
     def max_tokens(self) -> int:
-        return self._engine.max_content_tokens("passage")
+        return int(self._engine.max_content_tokens("passage"))
 
 
-class MiniLMTokenizer:
+class MiniLMTokenizer(_LocalTokenizer):
     name = "all-MiniLM-L6-v2"
 
     def __init__(self) -> None:
@@ -54,11 +60,8 @@ class MiniLMTokenizer:
 
         self._engine = engines.MiniLMEngine(threads=1)
 
-    def spans(self, text: str) -> list[Span]:
-        return [(s, e) for _t, s, e in self._engine.tokenize_with_offsets(text)]
-
     def max_tokens(self) -> int:
-        return self._engine.max_content_tokens()
+        return int(self._engine.max_content_tokens())
 
 
 class TiktokenLike:
